@@ -1,0 +1,40 @@
+"""collapse_jax: a JAX simulation engine for model collapse.
+
+Read ``pool.py -> model.py -> chain.py -> sweep.py`` for the whole engine.
+"""
+
+from collapse_jax import models as _models  # noqa: F401  (registers the model families)
+from collapse_jax.chain import Chain, ChainState, advance, draw_real, init, make_chain, run_chain, step
+from collapse_jax.config import ConfigError, Experiment, StaticConfig, hparams_from, validate
+from collapse_jax.model import (
+    MODELS,
+    SOURCES,
+    GenerativeModel,
+    Source,
+    make_model,
+    make_source,
+    register_model,
+    register_source,
+)
+from collapse_jax.pool import (
+    REGIMES,
+    Pool,
+    Regime,
+    accumulate,
+    accumulate_subsample,
+    init_pool,
+    make_regime,
+    replace,
+)
+from collapse_jax.sweep import SweepResult, run_sweep
+from collapse_jax.types import RealData
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS", "REGIMES", "SOURCES", "Chain", "ChainState", "ConfigError", "Experiment",
+    "GenerativeModel", "Pool", "RealData", "Regime", "Source", "StaticConfig", "SweepResult",
+    "accumulate", "accumulate_subsample", "advance", "draw_real", "hparams_from", "init",
+    "init_pool", "make_chain", "make_model", "make_regime", "make_source", "register_model",
+    "register_source", "replace", "run_chain", "run_sweep", "step", "validate",
+]

@@ -1,0 +1,143 @@
+"""One chain: generation 0 fit on real data, then sample -> update pool -> refit, as a ``lax.scan``.
+
+Keys are derived, never carried: ``chain_key = fold_in(root, chain_id)`` (see ``sweep.py``),
+``gen_key = fold_in(chain_key, g)``, then one split per consumer. The real data of a chain comes
+from ``fold_in(chain_key, REAL_STREAM)``. A chain therefore gives the same numbers whether it runs
+alone, in a vmapped batch, in chunks of chains or generations, or resumed from a checkpoint.
+
+References:
+    Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from collapse_jax.config import StaticConfig
+from collapse_jax.model import GenerativeModel, Source, make_model, make_source
+from collapse_jax.pool import Pool, Regime, make_regime
+from collapse_jax.types import Array, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
+
+#: ``fold_in`` data of the real-data stream of a chain; generation indices stay below it.
+REAL_STREAM = 2**31 - 1
+
+
+class ChainState(NamedTuple):
+    """What a chain carries between generations: the pool and the last fitted parameters."""
+
+    pool: Pool
+    params: Params
+
+
+class Chain(NamedTuple):
+    """A compiled-shape chain: its static config and the model, regime and source it combines."""
+
+    static: StaticConfig
+    model: GenerativeModel
+    regime: Regime
+    source: Source
+
+
+def make_chain(static: StaticConfig) -> Chain:
+    """Bind the model, regime and source a StaticConfig names."""
+    return Chain(static, make_model(static), make_regime(static), make_source(static))
+
+
+def draw_real(chain: Chain, chain_key: PRNGKey, hparams: Hparams, args: PyTree) -> RealData:
+    """The real data (train, test, truth) of one chain."""
+    return chain.source.draw(jax.random.fold_in(chain_key, REAL_STREAM), hparams, args)
+
+
+def _pool_metrics(view: Pool) -> Metrics:
+    w = view.weights
+    real = jnp.sum(jnp.where(view.origin == 0, w, 0.0))
+    size = jnp.sum(w)
+    return {
+        "pool_size": size,
+        "real_fraction": real / jnp.maximum(size, 1.0),
+    }
+
+
+def init(
+    chain: Chain, chain_key: PRNGKey, hparams: Hparams, real: RealData
+) -> tuple[ChainState, Metrics]:
+    """Generation 0: the pool is D0; fit and evaluate on it."""
+    k_init, _, k_view, k_fit = jax.random.split(jax.random.fold_in(chain_key, 0), 4)
+    pool = chain.regime.init(real.train)
+    params = chain.model.init(k_init, real, hparams)
+    view = chain.regime.view(pool, k_view, hparams)
+    params = chain.model.fit(k_fit, view, params, hparams)
+    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
+    return ChainState(pool, params), metrics
+
+
+def step(
+    chain: Chain,
+    state: ChainState,
+    generation: Array,
+    chain_key: PRNGKey,
+    hparams: Hparams,
+    real: RealData,
+) -> tuple[ChainState, Metrics]:
+    """Generation g >= 1: sample from model g - 1, update the pool by the regime, refit, evaluate."""
+    k_sample, k_update, k_view, k_fit = jax.random.split(
+        jax.random.fold_in(chain_key, generation), 4
+    )
+    synthetic = chain.model.sample(
+        k_sample, state.params, real, hparams, chain.regime.n_synthetic
+    )
+    pool = chain.regime.update(state.pool, synthetic, generation, k_update, hparams)
+    view = chain.regime.view(pool, k_view, hparams)
+    params = chain.model.fit(k_fit, view, state.params, hparams)
+    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
+    return ChainState(pool, params), metrics
+
+
+def advance(
+    chain: Chain,
+    state: ChainState,
+    start: Array,
+    length: int,
+    chain_key: PRNGKey,
+    hparams: Hparams,
+    real: RealData,
+) -> tuple[ChainState, Metrics]:
+    """Run generations ``start .. start + length - 1`` (all >= 1) as one ``lax.scan``.
+
+    ``start`` is traced, so chunks of generations reuse one compiled program. Returns the final
+    state and metrics with a leading ``[length]`` axis.
+    """
+    gens = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
+
+    def body(s, g):
+        return step(chain, s, g, chain_key, hparams, real)
+
+    return jax.lax.scan(body, state, gens)
+
+
+def run_chain(
+    chain: Chain, chain_key: PRNGKey, hparams: Hparams, args: PyTree
+) -> tuple[ChainState, Metrics]:
+    """A whole chain: draw its real data, fit generation 0, then ``generations - 1`` more.
+
+    Returns the final state and metrics with a leading ``[generations]`` axis. Pure: wrap in
+    ``jax.jit`` (and ``jax.vmap`` over ``chain_key`` and ``hparams`` for many chains).
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, make_chain, run_chain, hparams_from
+    >>> static = StaticConfig(model="gaussian", regime="replace", n0=20, n=20, d=2, generations=5,
+    ...                       n_test=10, options=(("fast_path", False),))
+    >>> chain = make_chain(static)
+    >>> _, m = jax.jit(lambda k, h: run_chain(chain, k, h, {}))(
+    ...     jax.random.key(0), hparams_from({"sigma": 1.0, "scale": 1.0}))
+    >>> m["trace_ratio"].shape
+    (5,)
+    """
+    real = draw_real(chain, chain_key, hparams, args)
+    state, m0 = init(chain, chain_key, hparams, real)
+    state, ms = advance(chain, state, 1, chain.static.generations - 1, chain_key, hparams, real)
+    metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), m0, ms)
+    return state, metrics

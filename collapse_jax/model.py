@@ -1,0 +1,135 @@
+"""The generative-model contract, real-data sources, and their registries.
+
+A model family is a factory ``StaticConfig -> GenerativeModel``: a NamedTuple of four pure
+functions (optax style). Static sizes are bound in the factory, never traced; hyperparameters are
+float32 scalars passed to every call, so a vmapped sweep over them compiles once.
+
+- ``init(key, real, hparams) -> params``: parameters before generation 0 (a pytree with fixed
+  shapes and dtypes, the same as ``fit`` returns).
+- ``fit(key, pool, params, hparams) -> params``: fit on the valid part of ``pool``, a
+  fixed-length computation; ``params`` are the previous generation's (for warm starts).
+- ``sample(key, params, real, hparams, num) -> data``: ``num`` (static) examples; ``real`` gives
+  access to fixed parts of the setting (e.g. the design matrix of linear regression).
+- ``evaluate(params, real, hparams) -> metrics``: a dict of float32 scalars on held-out real data
+  (``real.test``) and, where known, the true distribution (``real.truth``).
+
+A ``Source`` makes the real data of one chain: ``draw(key, hparams, args) -> RealData`` runs
+inside ``jit`` (vmapped over chains); ``args`` is a host pytree loaded once (``load(static)``),
+passed as an argument and never closed over.
+
+Register a family with ``register_model``; it then appears in ``collapse-jax list`` and is
+picked up by the contract tests in ``tests/test_contract.py`` with no change to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.pool import Pool
+from collapse_jax.types import Data, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
+
+
+class GenerativeModel(NamedTuple):
+    """The four pure functions every model family provides (see module docstring)."""
+
+    init: Callable[[PRNGKey, RealData, Hparams], Params]
+    fit: Callable[[PRNGKey, Pool, Params, Hparams], Params]
+    sample: Callable[[PRNGKey, Params, RealData, Hparams, int], Data]
+    evaluate: Callable[[Params, RealData, Hparams], Metrics]
+
+
+class Source(NamedTuple):
+    """Real data for a chain.
+
+    Attributes:
+        load: ``(static) -> args``, host pytree loaded once (``{}`` for generated data).
+        draw: ``(key, hparams, args) -> RealData`` for one chain; pure, vmappable.
+    """
+
+    load: Callable[[StaticConfig], PyTree]
+    draw: Callable[[PRNGKey, Hparams, PyTree], RealData]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Registry entry of a model family.
+
+    Attributes:
+        name: registry name.
+        factory: ``StaticConfig -> GenerativeModel``.
+        source: default source name.
+        hparams: default hyperparameter values (all vmappable float32 scalars).
+        options: static options, each with its allowed values (the first is the default).
+        metrics: metric names ``evaluate`` returns, in display order.
+        check: optional ``StaticConfig -> None`` raising ``ConfigError`` on impossible sizes.
+        doc: one line for ``collapse-jax list``.
+    """
+
+    name: str
+    factory: Callable[[StaticConfig], GenerativeModel]
+    source: str
+    hparams: Mapping[str, float]
+    options: Mapping[str, tuple[Any, ...]]
+    metrics: tuple[str, ...]
+    check: Callable[[StaticConfig], None] | None = None
+    doc: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {}
+SOURCES: dict[str, Callable[[StaticConfig], Source]] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    source: str,
+    hparams: Mapping[str, float],
+    metrics: tuple[str, ...],
+    options: Mapping[str, tuple[Any, ...]] | None = None,
+    check: Callable[[StaticConfig], None] | None = None,
+    doc: str = "",
+) -> Callable:
+    """Decorator registering a model factory under ``name``."""
+
+    def deco(factory: Callable[[StaticConfig], GenerativeModel]):
+        MODELS[name] = ModelSpec(
+            name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc
+        )
+        return factory
+
+    return deco
+
+
+def register_source(name: str) -> Callable:
+    """Decorator registering a source factory ``StaticConfig -> Source`` under ``name``."""
+
+    def deco(factory: Callable[[StaticConfig], Source]):
+        SOURCES[name] = factory
+        return factory
+
+    return deco
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            f"model={name!r}: unknown; allowed: {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def make_model(static: StaticConfig) -> GenerativeModel:
+    """The model a StaticConfig names."""
+    return get_model_spec(static.model).factory(static)
+
+
+def make_source(static: StaticConfig) -> Source:
+    """The source a StaticConfig names (its model's default when ``static.source`` is empty)."""
+    name = static.source or get_model_spec(static.model).source
+    if name not in SOURCES:
+        raise ConfigError(f"source={name!r}: unknown; allowed: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name](static)

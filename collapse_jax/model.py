@@ -66,6 +66,8 @@ class ModelSpec:
         metrics: metric names ``evaluate`` returns, in display order.
         check: optional ``StaticConfig -> None`` raising ``ConfigError`` on impossible sizes.
         doc: one line for ``collapse-jax list``.
+        example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
+            contract tests run the family with; keep them tiny (CPU CI).
     """
 
     name: str
@@ -76,6 +78,7 @@ class ModelSpec:
     metrics: tuple[str, ...]
     check: Callable[[StaticConfig], None] | None = None
     doc: str = ""
+    example: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -91,12 +94,14 @@ def register_model(
     options: Mapping[str, tuple[Any, ...]] | None = None,
     check: Callable[[StaticConfig], None] | None = None,
     doc: str = "",
+    example: Mapping[str, Any] | None = None,
 ) -> Callable:
     """Decorator registering a model factory under ``name``."""
 
     def deco(factory: Callable[[StaticConfig], GenerativeModel]):
         MODELS[name] = ModelSpec(
-            name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc
+            name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc,
+            dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}),
         )
         return factory
 

@@ -66,6 +66,7 @@ def _check(static: StaticConfig) -> None:
     metrics=("test_error", "test_mse"),
     check=_check,
     doc="OLS on a fixed Gaussian design relabelled by the previous fit (Gerstgrasser et al.)",
+    example={"n0": 12, "n": 12, "d": 3, "n_test": 16},
 )
 def make_linear_regression(static: StaticConfig) -> GenerativeModel:
     """Linear regression family for a StaticConfig (``n == n0 == T``)."""

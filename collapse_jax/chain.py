@@ -24,9 +24,10 @@ from collapse_jax.types import Array, Hparams, Metrics, Params, PRNGKey, PyTree,
 #: ``fold_in`` data of the real-data stream of a chain; generation indices stay below it.
 REAL_STREAM = 2**31 - 1
 
-#: Per-generation bool flags every chain reports next to its metrics: ``collapsed`` (the model
-#: family's own degeneracy test, ``GenerativeModel.collapsed``) and ``nonfinite`` (some metric or
-#: parameter is NaN or inf). A flagged chain keeps running; the flags go to the results table.
+#: Per-generation flags every chain reports next to its metrics (float32 0/1, like every metric;
+#: the results table stores them as bool): ``collapsed`` (the model family's own degeneracy test,
+#: ``GenerativeModel.collapsed``) and ``nonfinite`` (some metric or parameter is NaN or inf). A
+#: flagged chain keeps running.
 FLAGS = ("collapsed", "nonfinite")
 
 
@@ -73,7 +74,8 @@ def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metri
     collapsed = jnp.bool_(False)
     if chain.model.collapsed is not None:
         collapsed = jnp.asarray(chain.model.collapsed(params, real, hparams), jnp.bool_)
-    return {"collapsed": collapsed, "nonfinite": ~jnp.all(jnp.stack(finite))}
+    nonfinite = ~jnp.all(jnp.stack(finite))
+    return {"collapsed": collapsed.astype(jnp.float32), "nonfinite": nonfinite.astype(jnp.float32)}
 
 
 def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, view: Pool):

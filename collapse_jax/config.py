@@ -220,11 +220,18 @@ class Experiment:
 
 
 def known_hparams(exp: Experiment) -> dict[str, float]:
-    """Default values of every hyperparameter ``exp`` may set (its model's; {} if unknown)."""
+    """Default values of every hyperparameter ``exp`` may set: its model's and its regimes'
+    (``pool.REGIME_HPARAMS``, where regimes declare theirs)."""
+    from collapse_jax import pool
     from collapse_jax.model import MODELS
 
     spec = MODELS.get(exp.model) if isinstance(exp.model, str) else None
-    return dict(spec.hparams) if spec is not None else {}
+    out = dict(spec.hparams) if spec is not None else {}
+    regime_hparams = getattr(pool, "REGIME_HPARAMS", {})
+    for r in exp.regimes if isinstance(exp.regimes, tuple) else ():
+        if isinstance(r, str):
+            out.update(regime_hparams.get(r, {}))
+    return out
 
 
 def known_options(exp: Experiment) -> dict[str, tuple]:
@@ -355,11 +362,8 @@ def _is_int(v: Any) -> bool:
 def _check_int(
     field: str, value: Any, lo: int = 1, allow_tuple: bool = False, hi: int | None = None
 ) -> None:
-    if allow_tuple and isinstance(value, tuple):
-        if not value:
-            raise ConfigError(f"{field}=(): an empty sweep; give at least one value")
-        if len(set(value)) != len(value):
-            raise ConfigError(f"{field}={value!r}: repeated values in a sweep; list each once")
+    if allow_tuple and isinstance(value, tuple) and not value:
+        raise ConfigError(f"{field}=(): an empty sweep; give at least one value")
     values = value if (allow_tuple and isinstance(value, tuple)) else (value,)
     for v in values:
         if not _is_int(v):
@@ -370,6 +374,8 @@ def _check_int(
             raise ConfigError(f"{field}={v}: must be >= {lo}")
         if hi is not None and v > hi:
             raise ConfigError(f"{field}={v}: must be <= {hi}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{field}={value!r}: repeated values in a sweep; list each once")
 
 
 def _check_str(field: str, value: Any, nonempty: bool = False) -> None:
@@ -461,16 +467,16 @@ def validate(exp: Experiment) -> Experiment:
     for k, v in exp.hparams.items():
         if k not in allowed_hp:
             raise ConfigError(
-                f"hparams.{k}: not a hyperparameter of model {exp.model!r}"
+                f"hparams.{k}: not a hyperparameter of model {exp.model!r} or of its regimes"
                 f"{did_you_mean(k, list(allowed_hp))}; allowed: "
                 f"{', '.join(sorted(allowed_hp)) or '(none)'}"
             )
         if isinstance(v, tuple) and not v:
             raise ConfigError(f"hparams.{k}=(): an empty sweep; give at least one value")
-        if isinstance(v, tuple) and len(set(v)) != len(v):
-            raise ConfigError(f"hparams.{k}={v!r}: repeated values in a sweep; list each once")
         for x in _as_tuple(v):
             _check_hparam(f"hparams.{k}", x, hparam_range(exp.model, k), exp.x64)
+        if isinstance(v, tuple) and len(set(v)) != len(v):
+            raise ConfigError(f"hparams.{k}={v!r}: repeated values in a sweep; list each once")
     _check_mapping("options", exp.options)
     for k, v in exp.options.items():
         if k not in spec.options:

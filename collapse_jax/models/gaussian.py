@@ -61,7 +61,7 @@ def gaussian_source(static: StaticConfig) -> Source:
 
 
 def _check(static: StaticConfig) -> None:
-    for field, value in (("n0", static.n0), ("n", static.n), ("subsample", static.subsample)):
+    for field, value in (("n", static.n), ("n0", static.n0), ("subsample", static.subsample)):
         if value is not None and value < 2:
             raise ConfigError(
                 f"{field}={value}: a Gaussian covariance needs at least 2 points per fit; "
@@ -117,6 +117,7 @@ def make_gaussian(static: StaticConfig) -> GenerativeModel:
 
     def collapsed(params, real, hparams):
         del hparams
-        return jnp.trace(params["cov"]) <= COLLAPSE_FLOOR * jnp.trace(real.truth["cov"])
+        t_trace = jnp.trace(real.truth["cov"])
+        return (jnp.trace(params["cov"]) <= COLLAPSE_FLOOR * t_trace) & jnp.isfinite(t_trace)
 
     return GenerativeModel(init, fit, sample, evaluate, collapsed)

@@ -353,6 +353,7 @@ def hparam_range(model: str, name: str) -> HparamRange | None:
 #: Largest pool capacity: slots are indexed with int32.
 MAX_CAPACITY = 2**31 - 1
 _FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_TINY = 1.1754943508222875e-38
 
 
 def _is_int(v: Any) -> bool:
@@ -401,6 +402,9 @@ def _check_hparam(field: str, x: Any, rng: HparamRange | None, x64: bool) -> Non
         raise ConfigError(f"{field}={x!r}: outside the allowed range {rng}")
     if not x64 and abs(x) > _FLOAT32_MAX:
         raise ConfigError(f"{field}={x!r}: overflows float32 (max 3.4e+38); set x64=True")
+    if not x64 and 0 < abs(x) < _FLOAT32_TINY:
+        raise ConfigError(f"{field}={x!r}: underflows float32 (smallest normal 1.2e-38); "
+                          f"use 0, a larger value, or x64=True")
 
 
 def validate(exp: Experiment) -> Experiment:

@@ -81,6 +81,8 @@ BAD_EXPERIMENTS = [
      ["hparams.sigma=-0.1", "[0, inf)"]),
     ("hparams-float32-overflow", GAUSS, {"hparams": {"sigma": 1e39}},
      ["hparams.sigma=1e+39", "overflows float32", "x64=True"]),
+    ("hparams-float32-underflow", GAUSS, {"hparams": {"sigma": 1e-40}},
+     ["hparams.sigma=1e-40", "underflows float32"]),
     ("hparams-empty-sweep", GAUSS, {"hparams": {"sigma": ()}}, ["hparams.sigma=()", "empty"]),
     ("hparams-repeated-sweep", GAUSS, {"hparams": {"sigma": (1.0, 1.0)}},
      ["hparams.sigma=(1.0, 1.0)", "repeated"]),

@@ -102,21 +102,6 @@ def test_gaussian_singular_covariance_n_below_d():
     assert (g0["logdet_ratio"] < -50).all()  # floored eigenvalues: large negative, finite
 
 
-def test_gaussian_overflow_is_flagged_nonfinite_and_the_chain_keeps_running():
-    # sigma^2 = 1e50 overflows float32: every metric is NaN/inf; the rows are still all there.
-    r, t = _run(model="gaussian", regimes=("replace",), seeds=2, generations=4, n=4, d=2,
-                hparams={"sigma": (1.0, 1e25)})
-    bad = t[t.sigma > 1]
-    good = t[t.sigma == 1]
-    assert bad["nonfinite"].all() and not good["nonfinite"].any()
-    assert not bad["collapsed"].any()
-    # NaN appears only where flagged
-    nan_rows = t[METRIC_COLUMNS["gaussian"]].isna().any(axis=1) | ~np.isfinite(
-        t[METRIC_COLUMNS["gaussian"]].to_numpy()).all(axis=1)
-    assert (nan_rows <= t["nonfinite"]).all()
-    assert flag_counts(t, r.swept)["nonfinite"] == 2
-
-
 def _linreg_model_and_pool(x, y, capacity):
     static = cj.StaticConfig(model="linear_regression", regime="replace", n0=x.shape[0],
                              n=x.shape[0], d=x.shape[1], generations=2, n_test=4)

@@ -390,13 +390,13 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys):
 
 
 if __name__ == "__main__":  # the closing note: every bad input and the message it produced
-    for name, base, changes, _ in BAD_EXPERIMENTS:
+    for _name, base, changes, _ in BAD_EXPERIMENTS:
         try:
             validate(dataclasses.replace(base, **changes))
-            print(f"{name}: ACCEPTED")
+            print(f"{_name}: ACCEPTED")
         except ConfigError as e:
             print(f"| {base.model} {changes} | {e} |")
-    for name, items, _ in BAD_SETS:
+    for _name, items, _ in BAD_SETS:
         try:
             GAUSS.override(items)
         except ConfigError as e:

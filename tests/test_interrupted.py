@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -33,28 +34,33 @@ def _fail_in_group(monkeypatch, failing: int):
 
 
 def test_exception_in_a_later_group_leaves_earlier_rows_on_disk(tmp_path, monkeypatch):
-    exp = cj.Experiment(name="crash", model="gaussian", regimes=("replace",), seeds=3,
-                        generations=4, n=(6, 8, 10), d=2, n_test=8)
-    calls = _fail_in_group(monkeypatch, failing=2)
+    # sizes shared with the CLI tests (one compiled program per group, reused across tests)
+    exp = cj.Experiment(name="crash", model="gaussian", regimes=("replace", "accumulate"),
+                        seeds=2, generations=3, n=6, d=2, n_test=8, chunk_size=2)
+    calls = _fail_in_group(monkeypatch, failing=1)
     writer = GroupWriter(tmp_path, exp)
     writer.start()
-    with pytest.raises(Boom):
+    with pytest.raises(Boom) as info:
         E.run_experiment(exp, on_group=writer)
-    assert len(calls) == 3
+    assert len(calls) == 2
     table = pd.read_csv(tmp_path / "metrics.csv")
-    assert len(table) == 2 * 3 * 4  # groups n=6 and n=8, 3 seeds, 4 generations
-    assert sorted(table["n"].unique()) == [6, 8]
+    assert len(table) == 1 * 2 * 3  # group replace: 2 seeds, 3 generations
+    assert set(table["regime"]) == {"replace"}
     assert not table.drop(columns=["collapsed", "nonfinite"]).isna().any().any()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["complete"] is False and summary["groups_done"] == 2
-    assert summary["groups_total"] == 3 and summary["rows"] == 24
+    assert summary["complete"] is False and summary["groups_done"] == 1
+    assert summary["groups_total"] == 2 and summary["rows"] == 6
+    assert "error" not in summary
+    writer.fail(info.value)  # what the CLI does on the way out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["error"] == "Boom: simulated crash in group 1 (n=6)"
+    assert pd.read_csv(tmp_path / "metrics.csv").equals(table)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["experiment"]["n"] == [6, 8, 10]
+    assert config["experiment"]["regimes"] == ["replace", "accumulate"]
     # the rows on disk are exactly those of an uninterrupted run
     monkeypatch.undo()
-    full = E.run_experiment(exp).table
-    pd.testing.assert_frame_equal(
-        table, full[full.n < 10].reset_index(drop=True), check_dtype=False)
+    full = E.run_experiment(dataclasses.replace(exp, regimes=("replace",))).table
+    pd.testing.assert_frame_equal(table, full, check_dtype=False)
 
 
 def test_cli_run_failure_exit_1_keeps_finished_groups(tmp_path, monkeypatch, capsys):
@@ -62,7 +68,8 @@ def test_cli_run_failure_exit_1_keeps_finished_groups(tmp_path, monkeypatch, cap
     out = tmp_path / "run"
     code = cli.main(["run", "configs/gaussian.py", "--set", "seeds=2", "--set",
                      "generations=3", "--set", "n=6,8", "--set", "d=2", "--set", "n_test=8",
-                     "--set", "regime=replace", "--out", str(out), "--quiet"])
+                     "--set", "regime=replace", "--set", "chunk_size=2", "--out", str(out),
+                     "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == ["collapse-jax: run failed: Boom: simulated crash in group 1 (n=8) "

@@ -287,7 +287,7 @@ def test_bad_config_file_is_one_line(tmp_path, text, fragments):
 # The CLI: exit codes, --dry-run, output directory
 
 TINY = ["--set", "seeds=2", "--set", "generations=3", "--set", "n=6", "--set", "d=2",
-        "--set", "n_test=8", "--set", "regime=replace", "--quiet"]
+        "--set", "n_test=8", "--set", "regime=replace", "--set", "chunk_size=2", "--quiet"]
 
 
 def _run(capsys, *args):
@@ -356,7 +356,10 @@ def test_dry_run_prints_the_plan_and_compiles_nothing(tmp_path, capsys, monkeypa
     assert code == 2 and "seeds=0" in err
 
 
-def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys):
+def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeypatch):
+    from collapse_jax import plots
+
+    monkeypatch.setattr(plots, "plot_all", lambda results, out: [])  # figures: not tested here
     out = tmp_path / "run"
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
     before = (out / "metrics.csv").read_text()

@@ -85,12 +85,14 @@ def _describe(e: BaseException) -> str:
 
 
 def _cmd_list() -> int:
+    from collapse_jax.config import hparam_range
     from collapse_jax.model import MODELS, SOURCES
     from collapse_jax.pool import REGIMES
 
     print("models:")
     for name, spec in sorted(MODELS.items()):
-        hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items())
+        hp = ", ".join(f"{k}={v} in {hparam_range(name, k) or 'any'}"
+                       for k, v in spec.hparams.items())
         print(f"  {name:20s} {spec.doc}")
         print(f"  {'':20s} source={spec.source}; hparams: {hp or '-'}; "
               f"metrics: {', '.join(spec.metrics)}")

@@ -347,6 +347,16 @@ def hparam_range(model: str, name: str) -> HparamRange | None:
     return HPARAM_RANGES.get(name)
 
 
+#: Model families that compute in ``StaticConfig.dtype`` (and so support ``x64=True``); a family
+#: declares itself with ``declare_float64(name)`` once it uses the configured dtype throughout.
+FLOAT64_MODELS: set[str] = set()
+
+
+def declare_float64(model: str) -> None:
+    """Declare that ``model`` computes in ``static.dtype`` (float64 runs are meaningful)."""
+    FLOAT64_MODELS.add(model)
+
+
 # ----------------------------------------------------------------------------------------------
 # Validation
 
@@ -461,6 +471,11 @@ def validate(exp: Experiment) -> Experiment:
     _check_str("description", exp.description)
     if not isinstance(exp.x64, bool):
         raise ConfigError(f"x64={exp.x64!r}: must be True or False")
+    if exp.x64 and exp.model not in FLOAT64_MODELS:
+        raise ConfigError(
+            f"x64=True: model {exp.model!r} computes in float32 only; float64 runs are "
+            f"supported for {', '.join(sorted(FLOAT64_MODELS)) or '(none)'}"
+        )
     if exp.source and exp.source not in SOURCES:
         raise ConfigError(
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "

@@ -147,7 +147,8 @@ def check_output_dir(
             old = json.loads(old_path.read_text()).get("experiment")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             old = None
-    new = json.loads(json.dumps(_clean(exp.to_dict())))
+    new = _result_fields(json.loads(json.dumps(_clean(exp.to_dict()))))
+    old = _result_fields(old) if isinstance(old, dict) else old
     if old == new:
         return "same"
     if resume:
@@ -167,6 +168,14 @@ def check_output_dir(
     for png in out.glob("*.png"):
         png.unlink()
     return "overwrite"
+
+
+#: Experiment fields that do not change the results (a run with other values is the same run).
+NOT_RESULT_FIELDS = ("chunk_size", "description")
+
+
+def _result_fields(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in NOT_RESULT_FIELDS}
 
 
 def _differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:

@@ -29,7 +29,7 @@ LIN = dataclasses.replace(GAUSS, model="linear_regression", n=6, d=3)
 BAD_EXPERIMENTS = [
     ("name-empty", GAUSS, {"name": ""}, ["name=''", "non-empty string"]),
     ("model-unknown", GAUSS, {"model": "gausian"},
-     ["model='gausian'", "did you mean 'gaussian'", "allowed: gaussian"]),
+     ["model='gausian'", "did you mean 'gaussian'", "allowed:", "linear_regression"]),
     ("model-not-str", GAUSS, {"model": 3}, ["model=3", "unknown"]),
     ("regimes-bare-string", GAUSS, {"regimes": "replace"},
      ["regimes='replace'", "tuple of regime names", "('replace',)"]),
@@ -61,6 +61,8 @@ BAD_EXPERIMENTS = [
     ("source-not-str", GAUSS, {"source": None}, ["source=None", "string"]),
     ("description-not-str", GAUSS, {"description": 1}, ["description=1", "string"]),
     ("x64-not-bool", GAUSS, {"x64": "yes"}, ["x64='yes'", "True or False"]),
+    ("x64-unsupported-model", GAUSS, {"x64": True, "model": "_float32_only"},
+     ["x64=True", "model '_float32_only' computes in float32 only", "gaussian"]),
     ("hparams-not-dict", GAUSS, {"hparams": [1.0]}, ["hparams=[1.0]", "dict"]),
     ("hparams-unknown", GAUSS, {"hparams": {"sigmaa": 1.0}},
      ["hparams.sigmaa", "not a hyperparameter of model 'gaussian'", "did you mean 'sigma'",
@@ -109,8 +111,16 @@ BAD_EXPERIMENTS = [
 ]
 
 
+@pytest.fixture
+def float32_only_model(monkeypatch):
+    """A registered family that does not declare float64 support."""
+    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only")
+    monkeypatch.setitem(cj.MODELS, "_float32_only", spec)
+
+
 @pytest.mark.parametrize("base,changes,fragments",
                          [c[1:] for c in BAD_EXPERIMENTS], ids=[c[0] for c in BAD_EXPERIMENTS])
+@pytest.mark.usefixtures("float32_only_model")
 def test_bad_experiment_is_one_line_naming_field_value_and_allowed(base, changes, fragments):
     with pytest.raises(ConfigError) as info:
         validate(dataclasses.replace(base, **changes))
@@ -363,8 +373,10 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeyp
     out = tmp_path / "run"
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
     before = (out / "metrics.csv").read_text()
-    # the same run again is fine (deterministic), and so is --resume of it
+    # the same run again is fine (deterministic), and so is --resume of it; chunk_size does not
+    # change the results, so it does not make a different run
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
+    assert _run(capsys, *TINY, "--set", "chunk_size=1", "--out", str(out))[0] == 0
     assert _run(capsys, *TINY, "--out", str(out), "--resume")[0] == 0
     assert (out / "metrics.csv").read_text() == before
     # a different run is refused, naming what differs

@@ -31,7 +31,13 @@ import jax
 import jax.numpy as jnp
 
 from collapse_jax import metrics as M
-from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
+from collapse_jax.config import (
+    NONNEGATIVE,
+    POSITIVE,
+    ConfigError,
+    StaticConfig,
+    declare_float64,
+)
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.pool import masked_cov
 from collapse_jax.types import RealData
@@ -121,3 +127,6 @@ def make_gaussian(static: StaticConfig) -> GenerativeModel:
         return (jnp.trace(params["cov"]) <= COLLAPSE_FLOOR * t_trace) & jnp.isfinite(t_trace)
 
     return GenerativeModel(init, fit, sample, evaluate, collapsed)
+
+
+declare_float64("gaussian")  # computes in static.dtype throughout

@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig
+from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig, declare_float64
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.types import RealData
 
@@ -116,3 +116,6 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
         return params["rank"] < d
 
     return GenerativeModel(init, fit, sample, evaluate, collapsed)
+
+
+declare_float64("linear_regression")  # computes in static.dtype throughout

@@ -113,10 +113,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from collapse_jax.results import GroupWriter, check_output_dir, write_results
 
     exp = validate(load_config(args.config).override(args.set or []))
+    status = check_output_dir(args.out, exp, overwrite=args.overwrite, resume=args.resume,
+                              dry_run=args.dry_run)
     if args.dry_run:
         print(format_plan(plan(exp)))
+        print(f"  out: {args.out} ({_OUT_STATUS[status]})")
         return 0
-    check_output_dir(args.out, exp, overwrite=args.overwrite, resume=args.resume)
     t0 = time.perf_counter()
     writer = GroupWriter(args.out, exp)
     writer.start()
@@ -137,6 +139,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} "
               f"(compile {compile_s:.1f} s, run {run_s:.1f} s, total {wall:.1f} s)")
     return 0
+
+
+_OUT_STATUS = {"new": "new or empty directory", "same": "holds this same run; rerun is safe",
+               "overwrite": "holds another run; --overwrite would replace it"}
 
 
 def format_flags(results) -> str:

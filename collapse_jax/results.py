@@ -121,13 +121,15 @@ RUN_FILES = ("metrics.csv", "metrics.parquet", "config.json", "summary.json")
 
 
 def check_output_dir(
-    out_dir: str | os.PathLike, exp: Experiment, *, overwrite: bool = False, resume: bool = False
+    out_dir: str | os.PathLike, exp: Experiment, *, overwrite: bool = False, resume: bool = False,
+    dry_run: bool = False,
 ) -> str:
     """Refuse an output directory that already holds a different run.
 
     Compares the ``experiment`` entry of an existing ``config.json`` with ``exp`` (resolved, as
-    JSON). Returns ``"new"`` (missing or empty directory), ``"same"`` (it holds this very run:
-    rerunning or resuming it is safe) or ``"overwrite"`` (its run files were removed).
+    JSON, ignoring ``NOT_RESULT_FIELDS``). Returns ``"new"`` (missing or empty directory),
+    ``"same"`` (it holds this very run: rerunning or resuming it is safe) or ``"overwrite"`` (its
+    run files were removed; with ``dry_run`` nothing is removed).
 
     Raises:
         ConfigError: the directory holds a different run, or files that are not a run, and
@@ -163,6 +165,8 @@ def check_output_dir(
         raise ConfigError(f"out={str(out)!r}: already holds a different run"
                           f"{_differences(old, new)}; choose a new directory, or pass "
                           f"--overwrite to replace it")
+    if dry_run:
+        return "overwrite"
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
     for png in out.glob("*.png"):

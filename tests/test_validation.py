@@ -389,6 +389,13 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeyp
     code, _, err = _run(capsys, *TINY, "--out", str(out), "--resume", "--overwrite")
     assert code == 2 and "choose one" in err
     assert (out / "metrics.csv").read_text() == before
+    # a dry run reports the refusal too, and never removes anything
+    code, _, err = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--dry-run")
+    assert code == 2 and "already holds a different run" in err
+    code, text, _ = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--dry-run",
+                         "--overwrite")
+    assert code == 0 and "--overwrite would replace it" in text
+    assert (out / "metrics.csv").read_text() == before
     # --overwrite replaces it
     assert _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--overwrite")[0] == 0
     assert json.loads((out / "config.json").read_text())["experiment"]["seeds"] == 3

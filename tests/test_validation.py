@@ -412,14 +412,30 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeyp
 
 
 if __name__ == "__main__":  # the closing note: every bad input and the message it produced
+    import tempfile
+    from pathlib import Path
+
+    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only")
+    cj.MODELS["_float32_only"] = spec
     for _name, base, changes, _ in BAD_EXPERIMENTS:
         try:
             validate(dataclasses.replace(base, **changes))
-            print(f"{_name}: ACCEPTED")
+            print(f"| {_name} | ACCEPTED |")
         except ConfigError as e:
-            print(f"| {base.model} {changes} | {e} |")
+            print(f"| `{base.model}` {changes} | {e} |")
     for _name, items, _ in BAD_SETS:
         try:
             GAUSS.override(items)
         except ConfigError as e:
-            print(f"| --set {' '.join(items)} | {e} |")
+            print(f"| `--set {' '.join(items)}` | {e} |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for _name, text, _ in BAD_CONFIG_FILES:
+            if text is None:
+                ref = str(Path(tmp) / "nope.py")
+            else:
+                ref = Path(tmp) / ("x.txt" if text == "x.txt" else "cfg.py")
+                ref.write_text("" if text == "x.txt" else text)
+            try:
+                cli.load_config(str(ref))
+            except ConfigError as e:
+                print(f"| config file: {_name} | {e} |")

@@ -165,12 +165,12 @@ def plan(exp: Experiment) -> dict:
     Memory per chain comes from ``sweep.bytes_per_chain`` (``jax.eval_shape``: traced, not
     compiled); each group is one compile (its last chunk is padded to reuse the program).
     """
+    from collapse_jax.config import known_hparams
     from collapse_jax.experiment import load_source_args, precision
-    from collapse_jax.model import get_model_spec
     from collapse_jax.pool import make_regime
     from collapse_jax.sweep import bytes_per_chain, memory_budget
 
-    grid = exp.hparam_grid(get_model_spec(exp.model).hparams)
+    grid = exp.hparam_grid(known_hparams(exp))
     chains = exp.seeds * len(grid)
     budget = memory_budget()
     groups = []

@@ -337,6 +337,14 @@ def declare_hparam_range(name: str, r: HparamRange | tuple[float, float]) -> Non
     HPARAM_RANGES[name] = as_range(r)
 
 
+def experiment_hparam_range(exp: Experiment, name: str) -> HparamRange | None:
+    """The allowed range of hyperparameter ``name`` in ``exp``: ``hparam_range``, narrowed by
+    static bounds the experiment sets (``lam`` lies in ``[0, lam_max]``)."""
+    if name == "lam" and hasattr(exp, "lam_max"):
+        return HparamRange(0.0, float(exp.lam_max))
+    return hparam_range(exp.model, name)
+
+
 def hparam_range(model: str, name: str) -> HparamRange | None:
     """The allowed range of ``name`` for ``model``: the model's declaration, else the shared one."""
     from collapse_jax.model import MODELS
@@ -409,7 +417,7 @@ def _check_hparam(field: str, x: Any, rng: HparamRange | None, x64: bool) -> Non
     if not math.isfinite(x):
         raise ConfigError(f"{field}={x!r}: must be finite")
     if rng is not None and not rng.contains(x):
-        raise ConfigError(f"{field}={x!r}: outside the allowed range {rng}")
+        raise ConfigError(f"{field}={x!r}: must lie in {rng}")
     if not x64 and abs(x) > _FLOAT32_MAX:
         raise ConfigError(f"{field}={x!r}: overflows float32 (max 3.4e+38); set x64=True")
     if not x64 and 0 < abs(x) < _FLOAT32_TINY:

@@ -138,7 +138,7 @@ def run_experiment(
             on_group(frames[-1], groups[-1])
     report(None, total)
     table = pd.concat(frames, ignore_index=True)
-    metrics = tuple(m for m in spec.metrics if m in table) + tuple(
+    metrics = tuple(m for m in spec.metrics if m in table and m not in FLAGS) + tuple(
         c for c in table.columns if c not in ID_COLUMNS and c not in swept
         and c not in spec.metrics and c not in FLAGS
     )

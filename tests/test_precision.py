@@ -103,8 +103,11 @@ def test_x64_keeps_finite_what_float32_overflows():
 
 def test_x64_does_not_leak():
     before = jax.config.jax_enable_x64
-    cj.run_experiment(cj.Experiment(name="leak", model="gaussian", regimes=("replace",),
-                                    seeds=2, generations=2, n=4, d=2, n_test=4, x64=True))
+    # the same program as test_x64_keeps_finite_what_float32_overflows (compiled once)
+    t = cj.run_experiment(cj.Experiment(
+        name="leak", model="gaussian", regimes=("replace",), seeds=2, generations=3, n=6, d=2,
+        n_test=8, x64=True)).table
+    assert t["trace_ratio"].dtype == np.float64
     assert before is False and jax.config.jax_enable_x64 is False
     assert jnp.zeros(1).dtype == jnp.float32
     assert jnp.asarray(1.0).dtype == jnp.float32

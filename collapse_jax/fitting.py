@@ -183,7 +183,7 @@ def make_sgd_fit(
         tail = jnp.maximum(n_eff // 10, 1)
         in_tail = active & (steps >= n_eff - tail)
         final = jnp.sum(jnp.where(in_tail, losses, 0.0)) / tail.astype(jnp.float32)
-        wasted = 1.0 - n_eff.astype(jnp.float32) / jnp.float32(total)
+        wasted = (jnp.int32(total) - n_eff).astype(jnp.float32) / jnp.float32(total)
         return params, FitInfo(losses, active, n_eff, wasted, final)
 
     return fit

@@ -234,6 +234,12 @@ def _load_args(name: str, n_test: int) -> dict[str, np.ndarray]:
     return {"train": train.x, "test": test.x[:n_test], "probe_w": w, "probe_b": b}
 
 
+def clear_cache() -> None:
+    """Forget loaded datasets and probes (e.g. after tests that mock TFDS)."""
+    for fn in (_digits_split, _mnist5k_split, _tfds_split, _load_args):
+        fn.cache_clear()
+
+
 def image_args(name: str, static: StaticConfig) -> dict[str, np.ndarray]:
     """``Source.load`` of image source ``name``: host arrays, validated against ``static``."""
     info = IMAGE_SOURCES[name]
@@ -245,6 +251,10 @@ def image_args(name: str, static: StaticConfig) -> dict[str, np.ndarray]:
             f"n_test={static.n_test}: source {name!r} holds out {info.max_test} test images"
         )
     args = _load_args(name, static.n_test)
+    if args["test"].shape[0] < static.n_test:
+        raise ConfigError(
+            f"n_test={static.n_test}: source {name!r} has only {args['test'].shape[0]} test images"
+        )
     n_train = args["train"].shape[0]
     if static.n0 > n_train:
         raise ConfigError(

@@ -1,0 +1,205 @@
+"""From an ``Experiment`` to a tidy table: every static group is one compiled sweep.
+
+``run_experiment(exp)`` validates the experiment on the host, then for each StaticConfig (regime x
+swept sizes) runs ``seeds x hyperparameter grid`` chains with ``sweep.run_sweep`` and collects one
+row per chain x generation. Chains with the same seed share their key (common random numbers), so
+regimes and hyperparameter values are compared on the same real data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from collapse_jax import theory
+from collapse_jax.config import ConfigError, Experiment, StaticConfig, validate
+from collapse_jax.model import get_model_spec, make_source
+from collapse_jax.sweep import run_sweep
+
+#: Columns every results table starts with.
+ID_COLUMNS = ("experiment", "model", "regime", "seed", "generation")
+
+
+@dataclasses.dataclass
+class Results:
+    """Outputs of ``run_experiment``.
+
+    Attributes:
+        table: one row per chain x generation: ``experiment, model, regime, seed, generation``,
+            one column per swept field, one per metric.
+        experiment: the validated experiment.
+        groups: per StaticConfig: sizes, chains, chunk size, compile and run seconds.
+        metrics: metric names in display order.
+        swept: names of the swept columns.
+    """
+
+    table: pd.DataFrame
+    experiment: Experiment
+    groups: list[dict[str, Any]]
+    metrics: tuple[str, ...]
+    swept: tuple[str, ...]
+
+    def theory_curve(self, regime: str, metric: str, key: dict[str, Any]) -> np.ndarray | None:
+        """Closed-form curve over generations for one facet (swept values ``key``), or None."""
+        return expected_curve(self.experiment, regime, metric, key)
+
+    def final(self) -> pd.DataFrame:
+        """Mean, median, standard error and theory of each metric at the last generation."""
+        return final_summary(self)
+
+
+def expected_curve(
+    exp: Experiment, regime: str, metric: str, key: dict[str, Any]
+) -> np.ndarray | None:
+    """``theory.expected`` for the static config and hyperparameters a facet ``key`` selects."""
+    spec = get_model_spec(exp.model)
+    static = _static_for(exp, regime, key)
+    hp = {**{k: v for k, v in spec.hparams.items()}, **{
+        k: v for k, v in exp.hparams.items() if not isinstance(v, tuple)}}
+    hp.update({k: v for k, v in key.items() if k in spec.hparams})
+    return theory.expected(static, hp, metric, np.arange(exp.generations))
+
+
+def _static_for(exp: Experiment, regime: str, key: dict[str, Any]) -> StaticConfig:
+    for s in exp.statics():
+        if s.regime == regime and all(
+            getattr(s, k) == v for k, v in key.items() if k in ("n", "n0", "d")
+        ):
+            return s
+    raise KeyError(f"no static config for regime={regime} {key}")
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    progress: bool | Callable[[str, int, int], None] = False,
+) -> Results:
+    """Run every chain an experiment describes and return the tidy table.
+
+    Args:
+        exp: the experiment (validated here first: bad input raises ``ConfigError`` before any
+            compile).
+        progress: True for a tqdm bar on stderr, or a callable ``(group, done, total)``.
+
+    Returns:
+        Results with one row per chain x generation.
+
+    >>> from collapse_jax import Experiment, run_experiment
+    >>> r = run_experiment(Experiment(name="doc", model="gaussian", regimes=("replace",),
+    ...                               seeds=2, generations=3, n=8, d=2, n_test=8))
+    >>> r.table.shape[0], list(r.table.columns[:5])
+    (6, ['experiment', 'model', 'regime', 'seed', 'generation'])
+    """
+    exp = validate(exp)
+    spec = get_model_spec(exp.model)
+    swept = exp.swept()
+    grid = exp.hparam_grid(spec.hparams)
+    seeds = np.arange(exp.seeds, dtype=np.int32)
+    ids = np.tile(seeds, len(grid))
+    hp = {k: np.repeat(np.asarray([g[k] for g in grid], np.float32), exp.seeds) for k in grid[0]}
+    statics = exp.statics()
+    total = len(statics) * len(ids)
+    report = _progress_callback(progress, total)
+
+    frames, groups = [], []
+    for i, static in enumerate(statics):
+        source = make_source(static)
+        args = source.load(static)
+        label = _group_label(static, swept)
+        res = run_sweep(
+            static, jax.random.key(exp.root_seed), ids, hp, args, chunk_size=exp.chunk_size,
+            progress=lambda done, i=i, label=label: report(label, i * len(ids) + done),
+        )
+        if res.overflow.any():
+            raise RuntimeError(
+                f"pool overflow in {int(res.overflow.sum())} chains of {label}: the regime's "
+                f"capacity is too small for n0={static.n0}, n={static.n}, "
+                f"generations={static.generations}"
+            )
+        frames.append(_frame(exp, static, swept, ids, hp, res.metrics))
+        groups.append({
+            "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
+            "chains": int(len(ids)), "chunk_size": res.chunk_size,
+            "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
+        })
+    report(None, total)
+    table = pd.concat(frames, ignore_index=True)
+    metrics = tuple(m for m in spec.metrics if m in table) + tuple(
+        c for c in table.columns if c not in ID_COLUMNS and c not in swept
+        and c not in spec.metrics
+    )
+    return Results(table, exp, groups, metrics, tuple(swept))
+
+
+def _group_label(static: StaticConfig, swept: dict[str, tuple]) -> str:
+    parts = [static.regime] + [f"{k}={getattr(static, k)}" for k in ("n", "n0", "d") if k in swept]
+    return " ".join(parts)
+
+
+def _frame(exp, static, swept, ids, hp, metrics) -> pd.DataFrame:
+    chains, gens = next(iter(metrics.values())).shape
+    cols: dict[str, Any] = {
+        "experiment": exp.name,
+        "model": exp.model,
+        "regime": static.regime,
+        "seed": np.repeat(ids, gens),
+        "generation": np.tile(np.arange(gens, dtype=np.int32), chains),
+    }
+    for k in swept:
+        cols[k] = getattr(static, k) if k in ("n", "n0", "d") else np.repeat(hp[k], gens)
+    for k, v in metrics.items():
+        cols[k] = v.reshape(-1)
+    return pd.DataFrame(cols)
+
+
+def _progress_callback(progress, total: int) -> Callable[[str | None, int], None]:
+    if callable(progress):
+        return lambda label, done: progress(label, done, total)
+    if not progress:
+        return lambda label, done: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="chain", file=sys.stderr, dynamic_ncols=True)
+
+    def update(label, done):
+        if label is not None:
+            bar.set_description(label)
+        bar.update(done - bar.n)
+        if label is None:
+            bar.close()
+
+    return update
+
+
+def final_summary(results: Results) -> pd.DataFrame:
+    """One row per (regime, swept values, metric) at the last generation.
+
+    Columns: ``mean, median, std, sem, theory`` (theory is NaN where there is no closed form).
+    """
+    t = results.table
+    last = t[t["generation"] == t["generation"].max()]
+    keys = ["regime", *results.swept]
+    rows = []
+    for group, frame in last.groupby(keys, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        facet = dict(zip(keys, group, strict=True))
+        for m in results.metrics:
+            v = frame[m].to_numpy(np.float64)
+            curve = results.theory_curve(facet["regime"], m, {
+                k: v_ for k, v_ in facet.items() if k != "regime"})
+            rows.append({
+                **facet, "metric": m, "mean": v.mean(), "median": np.median(v),
+                "std": v.std(ddof=1) if v.size > 1 else 0.0,
+                "sem": v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0,
+                "theory": float(curve[-1]) if curve is not None else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+__all__ = ["ConfigError", "Results", "final_summary", "run_experiment"]

@@ -1,0 +1,83 @@
+"""Figures: each metric vs generation, one line per regime (mean over seeds, interquartile band),
+one panel per swept value, closed-form theory overlaid as dashed lines. PNG via matplotlib (Agg).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from collapse_jax.experiment import Results  # noqa: E402
+from collapse_jax.results import atomic_path  # noqa: E402
+
+_COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def plot_metric(results: Results, metric: str, path: str | os.PathLike) -> Path:
+    """One PNG for ``metric``: a panel per swept-value combination, a line per regime."""
+    t = results.table
+    facet_keys = list(results.swept)
+    facets = (
+        [((), t)] if not facet_keys
+        else [(k if isinstance(k, tuple) else (k,), f) for k, f in t.groupby(facet_keys)]
+    )
+    ncols = min(len(facets), 3)
+    nrows = -(-len(facets) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False, sharex=True
+    )
+    regimes = list(dict.fromkeys(t["regime"]))
+    for ax, (key, frame) in zip(axes.flat, facets, strict=False):
+        facet = dict(zip(facet_keys, key, strict=True))
+        positive = True
+        for r_i, regime in enumerate(regimes):
+            sub = frame[frame["regime"] == regime]
+            if sub.empty:
+                continue
+            wide = sub.pivot_table(index="generation", columns="seed", values=metric)
+            g = wide.index.to_numpy()
+            v = wide.to_numpy(np.float64)
+            color = _COLORS[r_i % len(_COLORS)]
+            mean = np.nanmean(v, axis=1)
+            lo, hi = np.nanpercentile(v, [25, 75], axis=1)
+            ax.plot(g, mean, color=color, lw=1.8, label=f"{regime} (mean)")
+            ax.fill_between(g, lo, hi, color=color, alpha=0.2, lw=0)
+            positive &= bool(np.all(v[np.isfinite(v)] > 0))
+            curve = results.theory_curve(regime, metric, facet)
+            if curve is not None:
+                ax.plot(np.arange(len(curve)), curve, color=color, ls="--", lw=1.2,
+                        label=f"{regime} (theory)")
+        vals = frame[metric].to_numpy(np.float64)
+        vals = vals[np.isfinite(vals)]
+        if positive and vals.size and vals.max() / max(vals.min(), 1e-300) > 100:
+            ax.set_yscale("log")
+        title = ", ".join(f"{k}={v}" for k, v in facet.items())
+        ax.set_title(title or results.experiment.name, fontsize=10)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(facets):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{results.experiment.name}: {metric} (line: mean over {results.experiment.seeds} seeds; "
+        f"band: 25-75%; dashed: theory)", fontsize=10,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_all(results: Results, out_dir: str | os.PathLike) -> list[Path]:
+    """A PNG per metric in ``out_dir`` (``<metric>.png``)."""
+    out = Path(out_dir)
+    return [plot_metric(results, m, out / f"{m}.png") for m in results.metrics]

@@ -88,6 +88,14 @@ def snapshot_generations(generations: int, count: int = 5) -> tuple[int, ...]:
     return tuple(sorted(set(np.linspace(0, generations - 1, count).round().astype(int).tolist())))
 
 
+def is_image_experiment(exp: Experiment) -> bool:
+    """Whether the experiment's source is an image source (so a sample grid makes sense)."""
+    from collapse_jax.data.images import IMAGE_SOURCES
+    from collapse_jax.model import get_model_spec
+
+    return (exp.source or get_model_spec(exp.model).source) in IMAGE_SOURCES
+
+
 def sample_grid_figure(
     exp: Experiment, path: str | os.PathLike, num: int = 16, seed: int = 0,
     at: Sequence[int] | None = None,
@@ -108,7 +116,8 @@ def sample_grid_figure(
     if source not in IMAGE_SOURCES:
         raise ConfigError(f"source={source!r}: sample grids need an image source")
     at = tuple(at) if at is not None else snapshot_generations(exp.generations)
-    hp = {k: v[0] if isinstance(v, tuple) else v for k, v in {**spec.hparams, **exp.hparams}.items()}
+    merged = {**spec.hparams, **exp.hparams}
+    hp = {k: v[0] if isinstance(v, tuple) else v for k, v in merged.items()}
     samples = {}
     for regime in exp.regimes:
         static = next(s for s in exp.statics() if s.regime == regime)

@@ -245,7 +245,9 @@ def image_args(name: str, static: StaticConfig) -> dict[str, np.ndarray]:
     info = IMAGE_SOURCES[name]
     d = info.shape[0] * info.shape[1]
     if static.d != d:
-        raise ConfigError(f"d={static.d}: source {name!r} has {info.shape} images, so d must be {d}")
+        raise ConfigError(
+            f"d={static.d}: source {name!r} has {info.shape} images, so d must be {d}"
+        )
     if static.n_test > info.max_test:
         raise ConfigError(
             f"n_test={static.n_test}: source {name!r} holds out {info.max_test} test images"

@@ -82,7 +82,7 @@ class VAE(nnx.Module):
 def elbo_terms(
     net: VAE, x: jax.Array, eps: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Per-image Bernoulli reconstruction loss and KL, ``[m]`` each, with noise ``eps [m, latent]``."""
+    """Per-image Bernoulli reconstruction loss and KL (``[m]`` each) with noise ``eps``."""
     mu, logvar = net.encode(x)
     z = mu + jnp.exp(0.5 * logvar) * eps
     logits = net.decode(z)
@@ -109,7 +109,9 @@ def _check(static: StaticConfig) -> None:
         )
     d = info.shape[0] * info.shape[1]
     if static.d != d:
-        raise ConfigError(f"d={static.d}: source {name!r} has {info.shape} images, so d must be {d}")
+        raise ConfigError(
+            f"d={static.d}: source {name!r} has {info.shape} images, so d must be {d}"
+        )
 
 
 _OPTIONS = {

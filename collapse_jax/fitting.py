@@ -26,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-import math
+from fractions import Fraction
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -106,7 +106,13 @@ def max_steps(cfg: FitConfig, capacity: int) -> int:
     """
     if cfg.budget == "steps":
         return cfg.steps
-    return max(1, math.ceil(cfg.epochs * capacity / cfg.batch))
+    e = _epochs(cfg)
+    return max(1, -(-(e.numerator * capacity) // (e.denominator * cfg.batch)))
+
+
+def _epochs(cfg: FitConfig) -> Fraction:
+    """``epochs`` as the fraction the user wrote (0.1 -> 1/10), for exact step counts."""
+    return Fraction(cfg.epochs).limit_denominator(1000)
 
 
 def effective_steps(cfg: FitConfig, count: Array, capacity: int) -> Array:
@@ -115,14 +121,13 @@ def effective_steps(cfg: FitConfig, count: Array, capacity: int) -> Array:
     if cfg.budget == "steps":
         return jnp.int32(total)
     # Integer arithmetic (exact): ceil(epochs * count / batch) with epochs = num / den.
-    num, den = float(cfg.epochs).as_integer_ratio()
-    if num * capacity > 2**31 - 1:  # pragma: no cover - astronomically large pools
-        eff = jnp.ceil(jnp.float32(cfg.epochs) * count.astype(jnp.float32) / cfg.batch)
+    e = _epochs(cfg)
+    num, den = e.numerator, e.denominator * cfg.batch
+    if num * capacity + den > 2**31 - 1:  # pragma: no cover - astronomically large pools
+        eff = jnp.ceil(jnp.float32(float(e)) * count.astype(jnp.float32) / cfg.batch)
         eff = eff.astype(jnp.int32)
     else:
-        eff = (jnp.int32(num) * count + jnp.int32(den * cfg.batch - 1)) // jnp.int32(
-            den * cfg.batch
-        )
+        eff = (jnp.int32(num) * count + jnp.int32(den - 1)) // jnp.int32(den)
     return jnp.clip(eff, 1, total).astype(jnp.int32)
 
 

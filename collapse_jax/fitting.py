@@ -26,8 +26,8 @@ References:
 
 from __future__ import annotations
 
-from fractions import Fraction
 from collections.abc import Callable
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax

@@ -21,6 +21,7 @@ steps per chain (~8 min), accumulate 10 x 46,875 scan steps per chain (~80 min; 
 sized for the final 600,000-image pool, so early generations are mostly masked no-op steps,
 reported as ``wasted_step_fraction``, 0.45 on average). Memory: the accumulate pool is
 600,000 x 784 float32 = 1.9 GB per chain (the sweep chunks chains to fit the device).
+The sample grid (samples.png) reruns seed 0 of each regime generation by generation (+20%).
 
 Expected result (paper): held-out neg ELBO rises by about half over 9 generations under replace
 (paper: +56%) and stays within a few percent of generation 0 under accumulate (paper: +3%).

@@ -178,9 +178,11 @@ def make_sgd_fit(
                 updates, s_new = tx.update(grads, s, p)
                 p_new = optax.apply_updates(p, updates)
             active = i < n_eff
-            keep = lambda new, old: jnp.where(active, new, old)
-            p = jax.tree.map(keep, p_new, p)
-            s = jax.tree.map(keep, s_new, s)
+            if cfg.budget == "epochs":  # masked no-op steps past the effective number
+                keep = lambda new, old: jnp.where(active, new, old)
+                p_new = jax.tree.map(keep, p_new, p)
+                s_new = jax.tree.map(keep, s_new, s)
+            p, s = p_new, s_new
             return (p, s), (jnp.where(active, loss, 0.0).astype(jnp.float32), active)
 
         steps = jnp.arange(total, dtype=jnp.int32)

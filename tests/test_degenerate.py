@@ -171,3 +171,16 @@ def test_summary_json_and_cli_report_flag_counts(gaussian_extremes, tmp_path):
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["collapsed"].dtype == bool and len(table) == 8 * 5
     assert "collapsed" not in r.metrics and "nonfinite" not in r.metrics  # not plotted
+
+
+def test_vae_nonfinite_loss_is_flagged_and_the_chain_keeps_running():
+    # lr = 1e30: Adam's first step throws the weights to ~1e30 and the loss overflows to inf/NaN.
+    # The sizes match tests/test_properties.py (one compiled program for both).
+    ex = dict(cj.MODELS["vae"].example)
+    options = ex.pop("options", {})
+    r, t = _run(model="vae", regimes=("accumulate_subsample",), seeds=2, generations=3,
+                options=options, hparams={"lr": (1e-3, 1e30)}, chunk_size=4, **ex)
+    bad, good = t[t.lr > 1], t[t.lr < 1]
+    assert bad.groupby("seed")["nonfinite"].any().all()
+    assert not good["nonfinite"].any()
+    assert np.isfinite(good[list(r.metrics)].to_numpy(np.float64)).all()

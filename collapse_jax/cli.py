@@ -1,7 +1,14 @@
 """``collapse-jax``: run an experiment config, or list what exists.
 
-    collapse-jax run CONFIG [--set key=value ...] --out DIR [--quiet]
+    collapse-jax run CONFIG [--set key=value ...] --out DIR [--quiet] [--resume] [--keep K]
+                     [--coordinator HOST:PORT --num-processes N --process-id I]
     collapse-jax list
+
+``--resume`` continues a killed run from the latest checkpoint in DIR (bit-identical to an
+uninterrupted run). For a multi-host run start one process per host with the same command and
+``--coordinator/--num-processes/--process-id`` (or the COLLAPSE_JAX_COORDINATOR,
+COLLAPSE_JAX_NUM_PROCESSES, COLLAPSE_JAX_PROCESS_ID environment variables; ``--distributed``
+lets ``jax.distributed.initialize`` detect TPU pods and SLURM); process 0 writes the outputs.
 
 CONFIG is a path to a python file with ``get_config() -> Experiment`` or the name of a file in
 ``configs/``. Exit codes: 0 ok, 2 bad input (one line naming the field), 1 run failure.
@@ -78,10 +85,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from collapse_jax.experiment import run_experiment
     from collapse_jax.plots import plot_all
     from collapse_jax.results import write_results
+    from collapse_jax.sweep import initialize_distributed
 
-    exp = validate(load_config(args.config).override(args.set or []))
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                           auto=args.distributed)
+    exp = load_config(args.config).override(args.set or [])
+    if args.keep is not None:
+        exp = exp.override([f"keep_checkpoints={args.keep}"])
+    exp = validate(exp)
     t0 = time.perf_counter()
-    results = run_experiment(exp, progress=not args.quiet)
+    results = run_experiment(exp, progress=not args.quiet, out_dir=args.out, resume=args.resume)
+    import jax
+
+    if jax.process_index() != 0:
+        return 0
     paths = write_results(results, args.out)
     figures = plot_all(results, args.out)
     wall = time.perf_counter() - t0
@@ -105,6 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a config key; repeatable; comma lists sweep")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the latest checkpoint in --out")
+    run.add_argument("--keep", type=int, metavar="K",
+                     help="checkpoints to keep (config keep_checkpoints, default 3)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="multi-host: address of process 0 (env COLLAPSE_JAX_COORDINATOR)")
+    run.add_argument("--num-processes", type=int, metavar="N",
+                     help="multi-host: number of processes (env COLLAPSE_JAX_NUM_PROCESSES)")
+    run.add_argument("--process-id", type=int, metavar="I",
+                     help="multi-host: this process (env COLLAPSE_JAX_PROCESS_ID)")
+    run.add_argument("--distributed", action="store_true",
+                     help="multi-host: jax.distributed.initialize() with auto-detection")
     sub.add_parser("list", help="list models, regimes, sources and configs")
     args = parser.parse_args(argv)
     try:

@@ -86,7 +86,11 @@ class Experiment:
         hparams: hyperparameter overrides; a tuple of values is a vmapped sweep (no recompile).
         options: static model options (e.g. ``{"unbiased": True}``).
         root_seed: seed of the root key.
-        chunk_size: chains per compiled batch (None = choose from the memory estimate).
+        chunk_size: chains per compiled batch over all devices (None = choose from the memory
+            estimate; rounded up to a multiple of the device count).
+        generation_chunk: generations per compiled call between checkpoints and progress updates
+            (None = about a tenth of the chain); does not change the results.
+        keep_checkpoints: checkpoints kept in the output directory (the last k).
         description: free text, copied into ``config.json``.
     """
 
@@ -105,6 +109,8 @@ class Experiment:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     root_seed: int = 0
     chunk_size: int | None = None
+    generation_chunk: int | None = None
+    keep_checkpoints: int = 3
     description: str = ""
 
     # -- derived views -------------------------------------------------------------------------
@@ -293,6 +299,9 @@ def validate(exp: Experiment) -> Experiment:
         _check_int("subsample", exp.subsample)
     if exp.chunk_size is not None:
         _check_int("chunk_size", exp.chunk_size)
+    if exp.generation_chunk is not None:
+        _check_int("generation_chunk", exp.generation_chunk)
+    _check_int("keep_checkpoints", exp.keep_checkpoints)
     if exp.source and exp.source not in SOURCES:
         raise ConfigError(
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,6 +105,13 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def _all_agree_first(flag: bool) -> bool:
+    """Process 0's ``flag`` on every process."""
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
 
 
 def _all_agree(ok: bool) -> bool:
@@ -295,10 +303,12 @@ class RunStore:
         keep: checkpoints kept.
         resume: continue from the latest checkpoint; False clears ``parts/`` and
             ``checkpoints/`` first.
+        every_seconds: minimum seconds between checkpoints (0: at every generation chunk). Parts
+            are written at every chunk regardless; the final position is always checkpointed.
     """
 
     def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], keep: int = 3,
-                 resume: bool = False):
+                 resume: bool = False, every_seconds: float = 0.0):
         self.out = Path(out_dir)
         self.parts = self.out / "parts"
         self.fingerprint = fingerprint
@@ -311,6 +321,9 @@ class RunStore:
         self.parts.mkdir(parents=True, exist_ok=True)
         self.ckpt = Checkpointer(self.out / "checkpoints", keep)
         self.next_step = 0
+        self.every_seconds = every_seconds
+        self._last_save = time.monotonic()
+        self._pending: dict[str, Any] | None = None  # last boundary not yet checkpointed
 
     def restore(
         self, target: Callable[[dict[str, Any]], PyTree | None]
@@ -357,9 +370,20 @@ class RunStore:
         write_part(self.parts / part_name(group, chain_chunk, gen_start, self.process), frame)
         record = {"fingerprint": self.fingerprint, "group": group, "chain_chunk": chain_chunk,
                   "generation": gen_stop, "plan": plan}
-        # after a chunk's last generation only the position is needed, not the state
-        self.ckpt.save(self.next_step, state if gen_stop < generations else None, record)
+        self._pending = record
+        # the same decision on every process (process 0's clock), so collective saves match
+        due = time.monotonic() - self._last_save >= self.every_seconds
+        if self.nproc > 1:
+            due = _all_agree_first(due)
+        if due:
+            # after a chunk's last generation only the position is needed, not the state
+            self._save(state if gen_stop < generations else None)
+
+    def _save(self, state: PyTree | None) -> None:
+        self.ckpt.save(self.next_step, state, self._pending)
         self.next_step += 1
+        self._pending = None
+        self._last_save = time.monotonic()
 
     def finish(self) -> pd.DataFrame:
         """Merge the parts into the run's table (process 0: every process's rows).
@@ -367,6 +391,9 @@ class RunStore:
         On a multi-host run each process writes ``metrics-part-<process>.csv`` and process 0
         merges them; other processes return their own rows.
         """
+        if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
+                "generations"]:
+            self._save(None)  # the run's end: a resume of a finished run has nothing to do
         self.ckpt.wait()
         mine = sorted(p for p in self.parts.iterdir()
                       if (k := parse_part_name(p.name)) is not None and k[3] == self.process)

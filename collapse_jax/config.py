@@ -91,6 +91,8 @@ class Experiment:
         generation_chunk: generations per compiled call between checkpoints and progress updates
             (None = about a tenth of the chain); does not change the results.
         keep_checkpoints: checkpoints kept in the output directory (the last k).
+        checkpoint_seconds: minimum seconds between two checkpoints (taken at generation-chunk
+            boundaries; 0 = at every boundary). A killed run loses at most about this much work.
         description: free text, copied into ``config.json``.
     """
 
@@ -111,6 +113,7 @@ class Experiment:
     chunk_size: int | None = None
     generation_chunk: int | None = None
     keep_checkpoints: int = 3
+    checkpoint_seconds: float = 30.0
     description: str = ""
 
     # -- derived views -------------------------------------------------------------------------
@@ -302,6 +305,9 @@ def validate(exp: Experiment) -> Experiment:
     if exp.generation_chunk is not None:
         _check_int("generation_chunk", exp.generation_chunk)
     _check_int("keep_checkpoints", exp.keep_checkpoints)
+    cs = exp.checkpoint_seconds
+    if isinstance(cs, bool) or not isinstance(cs, int | float) or not cs >= 0:
+        raise ConfigError(f"checkpoint_seconds={cs!r}: must be a number >= 0")
     if exp.source and exp.source not in SOURCES:
         raise ConfigError(
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "

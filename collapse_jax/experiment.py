@@ -140,7 +140,7 @@ def run_experiment(
     restored = None
     if out_dir is not None:
         store = ckpt.RunStore(out_dir, fingerprint(exp), keep=exp.keep_checkpoints,
-                              resume=resume)
+                              resume=resume, every_seconds=float(exp.checkpoint_seconds))
         if resume:
             def target(record):
                 static = statics[record["group"]]
@@ -169,7 +169,9 @@ def run_experiment(
                         start = SweepStart(record["chain_chunk"], record["generation"], state)
             args = make_source(static).load(static)
 
-            def on_chunk(out, i=i, static=static, label=label):
+            gen_box = [0]
+
+            def on_chunk(out, i=i, static=static, label=label, gen_box=gen_box):
                 if out.overflow.any():
                     raise RuntimeError(
                         f"pool overflow in {int(out.overflow.sum())} chains of {label}: the "
@@ -183,7 +185,6 @@ def run_experiment(
                                      static.generations, out.state, out.plan._asdict())
                 gen_box[0] = out.gen_stop
 
-            gen_box = [0]
             res = run_sweep(
                 static, root, ids, hp, args, chunk_size=exp.chunk_size,
                 generation_chunk=exp.generation_chunk, mesh=mesh, plan=plan, start=start,
@@ -219,7 +220,8 @@ def run_experiment(
 
 
 #: Experiment fields that do not change the results (free to differ on ``--resume``).
-_NOT_IN_FINGERPRINT = ("chunk_size", "generation_chunk", "keep_checkpoints", "description")
+_NOT_IN_FINGERPRINT = ("chunk_size", "generation_chunk", "keep_checkpoints", "checkpoint_seconds",
+                       "description")
 
 
 def fingerprint(exp: Experiment) -> dict[str, Any]:

@@ -504,10 +504,11 @@ def _check_compiled_memory(compiled: Any, plan: SweepPlan, budget: int, static) 
     total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
     if total > budget:
         per_device = plan.chunk_size // plan.devices
+        fits = max(1, per_device * budget // total) * plan.devices
         raise ConfigError(
             f"chunk_size={plan.chunk_size}: the compiled batch of {static.regime} n={static.n} "
             f"d={static.d} needs {_gib(total)} per device ({per_device} chains) but the budget "
-            f"is {_gib(budget)}; set chunk_size<={max(1, per_device * budget // total) * plan.devices}"
+            f"is {_gib(budget)}; set chunk_size<={fits}"
         )
 
 

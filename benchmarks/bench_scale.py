@@ -1,6 +1,6 @@
 """Scale-out benchmark: chains/s vs number of (fake) devices, and the cost of never losing work.
 
-    python benchmarks/bench_scale.py [--repeats 5] [--quick]
+    python benchmarks/bench_scale.py [--repeats 5] [--quick] [--out benchmarks/bench_scale.jsonl]
 
 Prints one JSON line per measurement (medians over ``--repeats`` runs; compile timed separately,
 before the timed repeats):
@@ -27,6 +27,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def emit(record: dict, out: str | None) -> None:
+    """Print one JSON line (and append it to ``out``)."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 def _sweep_child(args) -> None:
@@ -64,7 +73,7 @@ def _devices(args) -> None:
                "--chains", str(args.chains), "--generations", str(args.generations),
                "--n", str(args.n), "--d", str(args.d)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        print(out.stdout.strip().splitlines()[-1], flush=True)
+        emit(json.loads(out.stdout.strip().splitlines()[-1]), args.out)
 
 
 def _overhead(args) -> None:
@@ -95,14 +104,14 @@ def _overhead(args) -> None:
     base = statistics.median(times["one_chunk_in_memory"])
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(json.dumps({
+        emit({
             "bench": "overhead", "variant": name, "chains": args.chains,
             "generations": args.generations, "n": args.n, "d": args.d,
             "generation_chunk": args.generations - 1 if name == "one_chunk_in_memory"
             else gen_chunk, "wall_s_median": round(med, 4),
             "wall_s_all": [round(t, 4) for t in ts],
             "overhead_pct": round(100 * (med - base) / base, 2),
-        }), flush=True)
+        }, args.out)
 
 
 def main() -> None:
@@ -115,14 +124,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--only", choices=("devices", "overhead"))
+    p.add_argument("--out", help="append the JSON lines to this file")
     args = p.parse_args()
     if args.quick:
         args.chains, args.generations, args.n, args.d = 16, 12, 10, 2
     if args.child:
         _sweep_child(args)
         return
-    print(json.dumps({"bench": "machine", "cpus": os.cpu_count(),
-                      "loadavg": [round(x, 2) for x in os.getloadavg()]}), flush=True)
+    emit({"bench": "machine", "cpus": os.cpu_count(),
+          "loadavg": [round(x, 2) for x in os.getloadavg()]}, args.out)
     if args.only in (None, "devices"):
         _devices(args)
     if args.only in (None, "overhead"):

@@ -104,7 +104,8 @@ def step(
     hparams: Hparams,
     real: RealData,
 ) -> tuple[ChainState, Metrics]:
-    """Generation g >= 1: sample from model g - 1, update the pool by the regime, refit, evaluate."""
+    """Generation g >= 1: sample from model g - 1, update the pool by the regime, refit and
+    evaluate."""
     k_sample, k_update, k_view, k_fit = jax.random.split(
         jax.random.fold_in(chain_key, generation), 4
     )

@@ -1,8 +1,15 @@
 """``collapse-jax``: run an experiment config, or list what exists.
 
     collapse-jax run CONFIG [--set key=value ...] --out DIR [--quiet] [--dry-run]
-                     [--overwrite | --resume] [--debug]
+                     [--overwrite | --resume] [--keep K] [--debug]
+                     [--coordinator HOST:PORT --num-processes N --process-id I]
     collapse-jax list
+
+``--resume`` continues a killed run from the latest checkpoint in DIR (bit-identical to an
+uninterrupted run). For a multi-host run start one process per host with the same command and
+``--coordinator/--num-processes/--process-id`` (or the COLLAPSE_JAX_COORDINATOR,
+COLLAPSE_JAX_NUM_PROCESSES, COLLAPSE_JAX_PROCESS_ID environment variables; ``--distributed``
+lets ``jax.distributed.initialize`` detect TPU pods and SLURM); process 0 writes the outputs.
 
 CONFIG is a path to a python file with ``get_config() -> Experiment`` or the name of a file in
 ``configs/``. Exit codes: 0 ok, 2 bad input (one line naming the field, before any compile),
@@ -111,22 +118,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from collapse_jax.experiment import run_experiment
     from collapse_jax.plots import plot_all
     from collapse_jax.results import GroupWriter, check_output_dir, write_results
+    from collapse_jax.sweep import initialize_distributed
 
-    exp = validate(load_config(args.config).override(args.set or []))
+    exp = load_config(args.config).override(args.set or [])
+    if args.keep is not None:
+        exp = exp.override([f"keep_checkpoints={args.keep}"])
+    exp = validate(exp)
     status = check_output_dir(args.out, exp, overwrite=args.overwrite, resume=args.resume,
                               dry_run=args.dry_run)
     if args.dry_run:
         print(format_plan(plan(exp)))
         print(f"  out: {args.out} ({_OUT_STATUS[status]})")
         return 0
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                           auto=args.distributed)
+    import jax
+
+    lead = jax.process_index() == 0  # process 0 writes the merged outputs
     t0 = time.perf_counter()
-    writer = GroupWriter(args.out, exp)
-    writer.start()
+    writer = GroupWriter(args.out, exp) if lead else None
+    if writer is not None:
+        writer.start()
     try:
-        results = run_experiment(exp, progress=not args.quiet, on_group=writer)
+        results = run_experiment(exp, progress=not args.quiet, on_group=writer,
+                                 out_dir=args.out, resume=args.resume)
     except BaseException as e:
-        writer.fail(e)
+        if writer is not None:
+            writer.fail(e)
         raise
+    if not lead:
+        return 0
     write_results(results, args.out)
     figures = plot_all(results, args.out)
     wall = time.perf_counter() - t0
@@ -231,8 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--overwrite", action="store_true",
                      help="replace a different run already in --out")
     run.add_argument("--resume", action="store_true",
-                     help="continue the same run in --out (refused if --out holds another run)")
+                     help="continue the same run from the latest checkpoint in --out "
+                          "(refused if --out holds another run)")
     run.add_argument("--debug", action="store_true", help="print the traceback of a run failure")
+    run.add_argument("--keep", type=int, metavar="K",
+                     help="checkpoints to keep (config keep_checkpoints, default 3)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="multi-host: address of process 0 (env COLLAPSE_JAX_COORDINATOR)")
+    run.add_argument("--num-processes", type=int, metavar="N",
+                     help="multi-host: number of processes (env COLLAPSE_JAX_NUM_PROCESSES)")
+    run.add_argument("--process-id", type=int, metavar="I",
+                     help="multi-host: this process (env COLLAPSE_JAX_PROCESS_ID)")
+    run.add_argument("--distributed", action="store_true",
+                     help="multi-host: jax.distributed.initialize() with auto-detection")
     sub.add_parser("list", help="list models, regimes, sources and configs")
     args = parser.parse_args(argv)
     try:

@@ -69,6 +69,11 @@ def hparams_from(values: Mapping[str, float], dtype: Any = jnp.float32) -> dict[
     return {k: jnp.asarray(v, dtype) for k, v in sorted(values.items())}
 
 
+#: Experiment fields that do not change the results: free to differ when a run is resumed or
+#: rerun into its own output directory.
+NOT_RESULT_FIELDS = ("chunk_size", "generation_chunk", "keep_checkpoints", "checkpoint_seconds",
+                     "description")
+
 # Fields of an experiment whose value may be a tuple: a sweep compiled once per value.
 STATIC_SWEEPS = ("n", "n0", "d")
 
@@ -92,7 +97,13 @@ class Experiment:
         hparams: hyperparameter overrides; a tuple of values is a vmapped sweep (no recompile).
         options: static model options (e.g. ``{"unbiased": True}``).
         root_seed: seed of the root key.
-        chunk_size: chains per compiled batch (None = choose from the memory estimate).
+        chunk_size: chains per compiled batch over all devices (None = choose from the memory
+            estimate; rounded up to a multiple of the device count).
+        generation_chunk: generations per compiled call between checkpoints and progress updates
+            (None = about a tenth of the chain); does not change the results.
+        keep_checkpoints: checkpoints kept in the output directory (the last k).
+        checkpoint_seconds: minimum seconds between two checkpoints (taken at generation-chunk
+            boundaries; 0 = at every boundary). A killed run loses at most about this much work.
         description: free text, copied into ``config.json``.
         x64: run in float64 (``jax_enable_x64`` is enabled for this run only); for the
             closed-form settings, where float32 rounding would blur the comparison.
@@ -113,6 +124,9 @@ class Experiment:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     root_seed: int = 0
     chunk_size: int | None = None
+    generation_chunk: int | None = None
+    keep_checkpoints: int = 3
+    checkpoint_seconds: float = 30.0
     description: str = ""
     x64: bool = False
 
@@ -484,6 +498,12 @@ def validate(exp: Experiment) -> Experiment:
             f"x64=True: model {exp.model!r} computes in float32 only; float64 runs are "
             f"supported for {', '.join(sorted(FLOAT64_MODELS)) or '(none)'}"
         )
+    if exp.generation_chunk is not None:
+        _check_int("generation_chunk", exp.generation_chunk)
+    _check_int("keep_checkpoints", exp.keep_checkpoints)
+    cs = exp.checkpoint_seconds
+    if isinstance(cs, bool) or not isinstance(cs, int | float) or not cs >= 0:
+        raise ConfigError(f"checkpoint_seconds={cs!r}: must be a number >= 0")
     if exp.source and exp.source not in SOURCES:
         raise ConfigError(
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "

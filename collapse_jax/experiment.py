@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,13 @@ import pandas as pd
 
 from collapse_jax import theory
 from collapse_jax.chain import FLAGS
-from collapse_jax.config import ConfigError, Experiment, StaticConfig, validate
+from collapse_jax.config import (
+    NOT_RESULT_FIELDS,
+    ConfigError,
+    Experiment,
+    StaticConfig,
+    validate,
+)
 from collapse_jax.model import get_model_spec, make_source
 from collapse_jax.sweep import run_sweep
 
@@ -80,21 +87,39 @@ def _static_for(exp: Experiment, regime: str, key: dict[str, Any]) -> StaticConf
 def run_experiment(
     exp: Experiment,
     *,
-    progress: bool | Callable[[str, int, int], None] = False,
+    progress: bool | Callable[[str, float, int], None] = False,
     on_group: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    mesh: Any = None,
 ) -> Results:
     """Run every chain an experiment describes and return the tidy table.
+
+    Chains are sharded over every device (``sweep.make_mesh``) and run in chain chunks
+    (``exp.chunk_size``, chosen from a memory estimate when None) and generation chunks
+    (``exp.generation_chunk``). With ``out_dir`` the table is written there in parts as it is
+    computed and the chain state is checkpointed at every generation chunk (``checkpoint.py``), so
+    a killed run loses nothing: ``resume=True`` continues from the latest checkpoint and gives a
+    table bit-identical to an uninterrupted run.
 
     Args:
         exp: the experiment (validated here first: bad input raises ``ConfigError`` before any
             compile).
-        progress: True for a tqdm bar on stderr, or a callable ``(group, done, total)``.
+        progress: True for a tqdm bar on stderr (generation, chains/s, ETA), or a callable
+            ``(group, chains_done, total_chains)`` (``chains_done`` counts finished generations as
+            fractions of a chain).
+        out_dir: directory for results parts (``parts/``) and checkpoints (``checkpoints/``);
+            required on a multi-host run. None keeps everything in memory.
+        resume: continue from the latest checkpoint in ``out_dir`` (False starts over, clearing
+            ``out_dir/parts`` and ``out_dir/checkpoints``).
+        mesh: device mesh with axis ``'chains'`` (default: every device of every host).
         on_group: called with ``(rows, group_info)`` as soon as each StaticConfig group has
             finished, e.g. to write its rows to disk so an error in a later group loses nothing
             (``results.GroupWriter``).
 
     Returns:
-        Results with one row per chain x generation.
+        Results with one row per chain x generation (on a multi-host run, process 0 gets every
+        row; other processes get their own).
 
     >>> from collapse_jax import Experiment, run_experiment
     >>> r = run_experiment(Experiment(name="doc", model="gaussian", regimes=("replace",),
@@ -102,7 +127,15 @@ def run_experiment(
     >>> r.table.shape[0], list(r.table.columns[:5])
     (6, ['experiment', 'model', 'regime', 'seed', 'generation'])
     """
+    from collapse_jax import checkpoint as ckpt
+    from collapse_jax.sweep import SweepPlan, SweepStart, abstract_state, make_mesh
+
     exp = validate(exp)
+    if resume and out_dir is None:
+        raise ConfigError("resume=True: needs out_dir (the directory holding the checkpoints)")
+    if out_dir is None and jax.process_count() > 1:
+        raise ConfigError(f"out_dir=None: a multi-host run ({jax.process_count()} processes) "
+                          f"needs an output directory (each process writes its own results)")
     spec = get_model_spec(exp.model)
     swept = exp.swept()
     grid = exp.hparam_grid(spec.hparams)
@@ -112,32 +145,95 @@ def run_experiment(
     statics = exp.statics()
     all_args = [load_source_args(s) for s in statics]  # bad data files fail before any compile
     total = len(statics) * len(ids)
-    report = _progress_callback(progress, total)
+    report = _progress_callback(progress if jax.process_index() == 0 else False, total)
+    mesh = make_mesh() if mesh is None else mesh
+    root = jax.random.key(exp.root_seed)
+
+    store = None
+    restored = None
+    if out_dir is not None:
+        store = ckpt.RunStore(out_dir, fingerprint(exp), keep=exp.keep_checkpoints,
+                              resume=resume, every_seconds=float(exp.checkpoint_seconds),
+                              float_dtype=np.dtype(statics[0].dtype))
+        if resume:
+            def target(record):
+                static = statics[record["group"]]
+                if record["generation"] >= static.generations:
+                    return None
+                args = make_source(static).load(static)
+                return abstract_state(static, args, record["plan"]["chunk_size"], mesh)
+
+            restored = store.restore(target)
 
     frames, groups = [], []
-    for i, (static, args) in enumerate(zip(statics, all_args, strict=True)):
-        label = _group_label(static, swept)
-        with precision(exp.x64):
-            res = run_sweep(
-                static, jax.random.key(exp.root_seed), ids, hp, args, chunk_size=exp.chunk_size,
-                progress=lambda done, i=i, label=label: report(label, i * len(ids) + done),
-            )
-        if res.overflow.any():
-            raise RuntimeError(
-                f"pool overflow in {int(res.overflow.sum())} chains of {label}: the regime's "
-                f"capacity is too small for n0={static.n0}, n={static.n}, "
-                f"generations={static.generations}"
-            )
-        frames.append(_frame(exp, static, swept, ids, hp, res.metrics))
-        groups.append({
-            "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
-            "chains": int(len(ids)), "chunk_size": res.chunk_size,
-            "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
-        })
-        if on_group is not None:
-            on_group(frames[-1], groups[-1])
-    report(None, total)
-    table = pd.concat(frames, ignore_index=True)
+    try:
+        for i, static in enumerate(statics):
+            label = _group_label(static, swept)
+            plan, start = None, None
+            if restored is not None:
+                record, state = restored
+                if i < record["group"]:
+                    report(label, (i + 1) * len(ids))
+                    continue
+                if i == record["group"]:
+                    plan = SweepPlan(**record["plan"])
+                    if record["generation"] >= static.generations:
+                        start = SweepStart(record["chain_chunk"] + 1, 0, None)
+                    else:
+                        start = SweepStart(record["chain_chunk"], record["generation"], state)
+            args = all_args[i]
+            group_frames: list[pd.DataFrame] = []
+            gen_box = [0]
+
+            def on_chunk(out, i=i, static=static, label=label, gen_box=gen_box,
+                         group_frames=group_frames):
+                if out.overflow.any():
+                    raise RuntimeError(
+                        f"pool overflow in {int(out.overflow.sum())} chains of {label}: the "
+                        f"regime's capacity is too small for n0={static.n0}, n={static.n}, "
+                        f"generations={static.generations}"
+                    )
+                frame = _frame(exp, static, swept, ids, hp, out.metrics, i, out.positions,
+                               out.gen_start)
+                group_frames.append(frame)
+                if store is not None:
+                    store.chunk_done(i, frame, out.chain_chunk, out.gen_start, out.gen_stop,
+                                     static.generations, out.state, out.plan._asdict())
+                gen_box[0] = out.gen_stop
+
+            with precision(exp.x64):
+                res = run_sweep(
+                    static, root, ids, hp, args, chunk_size=exp.chunk_size,
+                    generation_chunk=exp.generation_chunk, mesh=mesh, plan=plan, start=start,
+                    on_chunk=on_chunk,
+                    progress=lambda done, i=i, label=label, g=static.generations,
+                    box=gen_box: report(f"{label} gen {box[0]}/{g}", i * len(ids) + done),
+                )
+            # rows computed in this call (none when a resumed run had finished this group)
+            group_table = pd.concat(group_frames, ignore_index=True).sort_values(
+                ["_chain", "generation"], kind="stable").reset_index(drop=True) if group_frames \
+                else None
+            if store is None:
+                frames.append(group_table)
+            groups.append({
+                "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
+                "chains": int(len(ids)), "chunk_size": res.chunk_size,
+                "generation_chunk": res.generation_chunk,
+                "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
+            })
+            if on_group is not None and group_table is not None:
+                on_group(ckpt.finalize_table(group_table), groups[-1])
+        report(None, total)
+        if store is not None:
+            table = store.finish()
+        else:
+            table = pd.concat(frames, ignore_index=True)
+    finally:
+        if store is not None:
+            store.close()
+    if jax.process_index() == 0:
+        _check_complete(table, statics, len(ids), exp.generations)
+    table = ckpt.finalize_table(table)
     metrics = tuple(m for m in spec.metrics if m in table and m not in FLAGS) + tuple(
         c for c in table.columns if c not in ID_COLUMNS and c not in swept
         and c not in spec.metrics and c not in FLAGS
@@ -186,39 +282,64 @@ def flag_counts(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> dict[str, A
     return out
 
 
+def fingerprint(exp: Experiment) -> dict[str, Any]:
+    """The experiment fields that fix the results (a resumed run must match them)."""
+    d = exp.to_dict()
+    return {k: v for k, v in d.items() if k not in NOT_RESULT_FIELDS}
+
+
+def _check_complete(table: pd.DataFrame, statics, chains: int, generations: int) -> None:
+    """Every (group, chain, generation) exactly once; raise naming what is wrong otherwise."""
+    expected = len(statics) * chains * generations
+    keys = table[["_group", "_chain", "generation"]].to_numpy(np.int64)
+    unique = np.unique(keys, axis=0).shape[0] if len(keys) else 0
+    if len(table) != expected or unique != expected:
+        raise RuntimeError(
+            f"results table has {len(table)} rows ({unique} distinct chain x generation) but "
+            f"the experiment has {expected}: the parts on disk are incomplete or duplicated"
+        )
+
+
 def _group_label(static: StaticConfig, swept: dict[str, tuple]) -> str:
     parts = [static.regime] + [f"{k}={getattr(static, k)}" for k in ("n", "n0", "d") if k in swept]
     return " ".join(parts)
 
 
-def _frame(exp, static, swept, ids, hp, metrics) -> pd.DataFrame:
+def _frame(exp, static, swept, ids, hp, metrics, group, positions, gen_start) -> pd.DataFrame:
+    """Rows of chains ``positions`` (indices into ``ids``) for generations ``gen_start ..``."""
     chains, gens = next(iter(metrics.values())).shape
+    positions = np.asarray(positions, np.int64)
     cols: dict[str, Any] = {
+        "_group": np.full(chains * gens, group, np.int64),
+        "_chain": np.repeat(positions, gens),
         "experiment": exp.name,
         "model": exp.model,
         "regime": static.regime,
-        "seed": np.repeat(ids, gens),
-        "generation": np.tile(np.arange(gens, dtype=np.int32), chains),
+        "seed": np.repeat(ids[positions], gens),
+        "generation": np.tile(np.arange(gen_start, gen_start + gens, dtype=np.int32), chains),
     }
     for k in swept:
-        cols[k] = getattr(static, k) if k in ("n", "n0", "d") else np.repeat(hp[k], gens)
+        cols[k] = getattr(static, k) if k in ("n", "n0", "d") else np.repeat(
+            hp[k][positions].astype(static.dtype), gens)
     for k, v in metrics.items():
         cols[k] = v.reshape(-1).astype(bool) if k in FLAGS else v.reshape(-1)
     return pd.DataFrame(cols)
 
 
-def _progress_callback(progress, total: int) -> Callable[[str | None, int], None]:
+def _progress_callback(progress, total: int) -> Callable[[str | None, float], None]:
     if callable(progress):
         return lambda label, done: progress(label, done, total)
     if not progress:
         return lambda label, done: None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="chain", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="chain", file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} chains "
+                          "[{elapsed}<{remaining}, {rate_fmt}]")
 
     def update(label, done):
         if label is not None:
-            bar.set_description(label)
+            bar.set_description(label, refresh=False)
         bar.update(done - bar.n)
         if label is None:
             bar.close()

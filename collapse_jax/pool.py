@@ -206,7 +206,9 @@ def replace(n0: int, n: int, generations: int) -> Regime:
         )
         return write(empty, synthetic, jnp.int32(0), generation)
 
-    return Regime("replace", capacity, n, lambda real: init_pool(real, capacity), update, _full_view)
+    return Regime(
+        "replace", capacity, n, lambda real: init_pool(real, capacity), update, _full_view
+    )
 
 
 def _accumulate_update(pool, synthetic, generation, key, hparams):

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import pandas as pd
 
-from collapse_jax.config import ConfigError, Experiment
+from collapse_jax.config import NOT_RESULT_FIELDS, ConfigError, Experiment
 from collapse_jax.experiment import Results, flag_counts
 
 
@@ -175,7 +175,6 @@ def check_output_dir(
 
 
 #: Experiment fields that do not change the results (a run with other values is the same run).
-NOT_RESULT_FIELDS = ("chunk_size", "description")
 
 
 def _result_fields(d: dict[str, Any]) -> dict[str, Any]:

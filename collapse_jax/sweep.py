@@ -1,9 +1,29 @@
-"""Many chains: ``vmap`` over chain ids and hyperparameters, chunked to fit memory.
+"""Many chains: ``vmap`` over chain ids and hyperparameters, sharded over devices, in chunks.
 
 Chain ``i`` uses the key ``fold_in(root, chain_ids[i])`` and its own hyperparameters, so a chain's
-numbers do not depend on which batch or chunk it ran in: a chunked sweep is bit-identical to an
-unchunked one. One compile per StaticConfig and chunk size; hyperparameter values and chain ids are
-arguments, so a new sweep over them reuses the compiled program.
+numbers do not depend on which batch, chunk, device or host it ran on: a chunked, sharded or
+resumed sweep is bit-identical to a single batch (tested).
+
+The host loop, for one StaticConfig:
+
+- **chain chunks**: ``chunk_size`` chains per compiled batch (chosen from a memory estimate, a
+  multiple of the device count). The last chunk is padded with copies of its last chain; padded
+  chains are dropped from the results.
+- **sharding**: the chain axis of every batch is sharded over a 1-d ``jax.sharding.Mesh`` with
+  axis ``'chains'`` (``NamedSharding(mesh, P('chains'))``); the source's host data and the root
+  key are replicated. One config runs on 1 or N devices, or N hosts, unchanged. No ``pmap``.
+- **generation chunks**: ``chain.init`` (generation 0) then ``generation_chunk`` generations
+  of ``chain.step`` at a time in a ``lax.scan`` (``chain.advance`` with a mask). ``start`` and
+  ``stop`` are traced, so one compiled program serves every chunk (a last, shorter chunk skips
+  the generations past the end with a ``lax.cond`` on the unbatched generation index). The
+  batched ``ChainState`` stays on device between chunks; at each boundary ``on_chunk`` sees the
+  metrics and the state (checkpoints).
+- **multi-host**: after ``initialize_distributed``, every process runs the same loop on the global
+  mesh and fetches only the rows of its own devices (``SweepResult.positions``).
+
+References:
+    JAX documentation, "Distributed arrays and automatic parallelization" and "Using JAX in
+    multi-host and multi-process environments".
 """
 
 from __future__ import annotations
@@ -18,21 +38,31 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from collapse_jax import chain as C
 from collapse_jax.chain import ChainState, make_chain, run_chain
-from collapse_jax.config import StaticConfig
+from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.types import Array, Hparams, Metrics, PRNGKey, PyTree
+
+#: Name of the mesh axis the chain axis is sharded over.
+AXIS = "chains"
 
 
 class SweepResult(NamedTuple):
     """Host-side outputs of a sweep.
 
     Attributes:
-        metrics: metric name -> ``[chains, generations]`` numpy array.
+        metrics: metric name -> ``[chains, generations]`` numpy array (on a multi-host run only
+            this process's chains, see ``positions``).
         overflow: ``[chains]`` bool, a pool write was dropped (capacity too small).
-        compile_seconds: time spent compiling (0 when the program was cached).
-        run_seconds: time spent running the compiled program(s).
-        chunk_size: chains per compiled batch.
+        compile_seconds: time spent compiling (0 when the programs were cached).
+        run_seconds: time spent running the compiled programs.
+        chunk_size: chains per compiled batch (all devices together).
+        positions: ``[chains]`` int, index into ``chain_ids`` of each returned row (``0..C-1`` on a
+            single host).
+        generation_chunk: generations per compiled ``advance`` call.
     """
 
     metrics: dict[str, np.ndarray]
@@ -40,11 +70,307 @@ class SweepResult(NamedTuple):
     compile_seconds: float
     run_seconds: float
     chunk_size: int
+    positions: np.ndarray | None = None
+    generation_chunk: int = 0
 
 
-def chain_keys(root: PRNGKey, chain_ids: Array) -> PRNGKey:
-    """``fold_in(root, id)`` for every id: the key of each chain."""
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(root, chain_ids)
+class SweepPlan(NamedTuple):
+    """How a sweep of one StaticConfig is split (fixed before launch, stored in checkpoints).
+
+    Attributes:
+        num_chains: real chains.
+        chunk_size: chains per compiled batch, all devices together (a multiple of ``devices``).
+        generation_chunk: generations per ``advance`` call (>= 1).
+        devices: size of the mesh.
+        generations: generations per chain.
+    """
+
+    num_chains: int
+    chunk_size: int
+    generation_chunk: int
+    devices: int
+    generations: int
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.num_chains // self.chunk_size)
+
+    def generation_spans(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every generation chunk: ``(0, 1)`` (init), then advance spans."""
+        spans = [(0, 1)]
+        for s in range(1, self.generations, self.generation_chunk):
+            spans.append((s, min(s + self.generation_chunk, self.generations)))
+        return spans
+
+
+class ChunkOutput(NamedTuple):
+    """What ``run_sweep`` hands ``on_chunk`` at every generation-chunk boundary.
+
+    Attributes:
+        chain_chunk: index of the chain chunk.
+        gen_start: first generation in ``metrics``.
+        gen_stop: one past the last generation (the next generation to run).
+        positions: ``[k]`` index into ``chain_ids`` of this process's real chains in the chunk.
+        metrics: name -> ``[k, gen_stop - gen_start]`` float32 numpy arrays.
+        overflow: ``[k]`` bool.
+        state: the batched, sharded ``ChainState`` after ``gen_stop - 1`` (a global array).
+        plan: the sweep's plan.
+    """
+
+    chain_chunk: int
+    gen_start: int
+    gen_stop: int
+    positions: np.ndarray
+    metrics: dict[str, np.ndarray]
+    overflow: np.ndarray
+    state: ChainState
+    plan: SweepPlan
+
+
+class SweepStart(NamedTuple):
+    """Where a resumed sweep starts: chain chunk ``chain_chunk`` at ``generation`` with ``state``
+    (the batched state after ``generation - 1``; None when ``generation`` is 0)."""
+
+    chain_chunk: int
+    generation: int
+    state: ChainState | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and hosts
+
+
+def make_mesh(devices: Any = None) -> Mesh:
+    """A 1-d mesh with axis ``'chains'`` over ``devices`` (default: every device of every host)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+#: Environment variables read by ``initialize_distributed`` (the standard JAX ones work too).
+ENV_COORDINATOR = "COLLAPSE_JAX_COORDINATOR"
+ENV_NUM_PROCESSES = "COLLAPSE_JAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "COLLAPSE_JAX_PROCESS_ID"
+
+
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto: bool = False,
+) -> bool:
+    """Join a multi-host run with ``jax.distributed.initialize``; call before any JAX computation.
+
+    Arguments default to the environment: ``COLLAPSE_JAX_COORDINATOR`` (``host:port`` of process
+    0), ``COLLAPSE_JAX_NUM_PROCESSES`` and ``COLLAPSE_JAX_PROCESS_ID``. With none of them set and
+    ``auto`` False nothing happens (a single-process run). ``auto=True`` calls
+    ``jax.distributed.initialize()`` with no arguments, which detects TPU pods, SLURM and the
+    standard ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` variables.
+
+    Returns:
+        True when ``jax.distributed.initialize`` was called.
+    """
+    coordinator = coordinator or os.environ.get(ENV_COORDINATOR) or None
+    num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
+    process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
+    given = [v is not None for v in (coordinator, num_processes, process_id)]
+    if any(given) and not all(given):
+        raise ConfigError(
+            "multi-host: coordinator, num_processes and process_id must be given together "
+            f"(got coordinator={coordinator!r}, num_processes={num_processes!r}, "
+            f"process_id={process_id!r}); set {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, "
+            f"{ENV_PROCESS_ID} or --coordinator/--num-processes/--process-id"
+        )
+    if all(given):
+        if not 0 <= process_id < num_processes:
+            raise ConfigError(f"process_id={process_id}: must lie in [0, num_processes="
+                              f"{num_processes})")
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+        return True
+    if auto:
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be an integer") from None
+
+
+def _put_sharded(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array every process holds in full (multi-host safe)."""
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _put_replicated(tree: PyTree, mesh: Mesh) -> PyTree:
+    rep = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: _put_sharded(np.asarray(x), rep), tree)
+
+
+def _local_rows(tree: PyTree, num: int) -> tuple[np.ndarray, PyTree]:
+    """This process's rows (leading axis) of chain-sharded global arrays, real rows only.
+
+    Returns the row indices (into the chunk) and the tree of host arrays of those rows.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    first = leaves[0]
+    if first.is_fully_addressable:
+        host = jax.device_get(leaves)
+        rows = np.arange(min(num, first.shape[0]))
+        return rows, jax.tree.unflatten(treedef, [h[: rows.size] for h in host])
+    # multi-host: one shard per local device along the chain axis
+    starts = sorted({s.index[0].start or 0 for s in first.addressable_shards})
+    per_leaf = []
+    for leaf in leaves:
+        by_start = {(s.index[0].start or 0): s.data for s in leaf.addressable_shards}
+        per_leaf.append([by_start[s] for s in starts])
+    per_leaf = jax.device_get(per_leaf)
+    sizes = [a.shape[0] for a in per_leaf[0]]
+    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes, strict=True)])
+    keep = rows < num
+    host = [np.concatenate(parts)[keep] for parts in per_leaf]
+    return rows[keep], jax.tree.unflatten(treedef, host)
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory planning
+
+
+def state_shapes(static: StaticConfig, args: PyTree) -> tuple[ChainState, Metrics]:
+    """Shapes and dtypes of one chain's final state and metrics, without running it."""
+    chain = make_chain(static)
+    hp = _hparam_shapes(static)
+    return jax.eval_shape(
+        lambda k, h, a: run_chain(chain, k, h, a), jax.random.key(0), hp, args
+    )
+
+
+def _hparam_shapes(static: StaticConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    from collapse_jax.model import get_model_spec
+
+    return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype))
+            for k in get_model_spec(static.model).hparams}
+
+
+def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> int:
+    """Estimated device bytes one chain needs inside a vmapped batch.
+
+    The chain state (pool and parameters), its real data (train, test, truth) and one
+    generation's metrics come from ``jax.eval_shape``; ``factor`` covers the temporaries of one
+    generation (sample block, pool update, fit). ``run_sweep`` checks the estimate against the
+    compiled program's ``memory_analysis()`` where the backend reports temporaries (GPU, TPU).
+    """
+    chain = make_chain(static)
+    hp = _hparam_shapes(static)
+
+    def one(k, h, a):
+        real = C.draw_real(chain, k, h, a)
+        state, metrics = C.init(chain, k, h, real)
+        return state, metrics, real
+
+    leaves = jax.tree.leaves(jax.eval_shape(one, jax.random.key(0), hp, args))
+    nbytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    return int(factor * nbytes)
+
+
+#: Environment variable overriding the per-device memory budget (bytes) of ``memory_budget``.
+ENV_MEMORY_BUDGET = "COLLAPSE_JAX_MEMORY_BUDGET"
+
+
+def memory_budget(device: Any = None) -> int:
+    """Bytes a sweep may use per device: 70% of the device limit, or on CPU half the host RAM
+    divided among the local devices; ``COLLAPSE_JAX_MEMORY_BUDGET`` overrides it."""
+    override = _env_int(ENV_MEMORY_BUDGET)
+    if override is not None:
+        return override
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(0.7 * stats["bytes_limit"])
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        ram = 8 << 30
+    return int(0.5 * ram / max(jax.local_device_count(), 1))
+
+
+def plan_sweep(
+    static: StaticConfig,
+    args: PyTree,
+    num_chains: int,
+    *,
+    chunk_size: int | None = None,
+    generation_chunk: int | None = None,
+    devices: int | None = None,
+    budget: int | None = None,
+) -> SweepPlan:
+    """Split a sweep into chain chunks and generation chunks that fit device memory.
+
+    Args:
+        static: shapes of the chain.
+        args: the source's host data.
+        num_chains: real chains.
+        chunk_size: chains per batch over all devices (rounded up to a multiple of ``devices``);
+            None chooses the largest that fits ``budget``, balanced so padding is small.
+        generation_chunk: generations per ``advance`` call; None = about a tenth of the chain.
+        devices: mesh size (default: every device).
+        budget: bytes per device (default ``memory_budget()``).
+
+    Raises:
+        ConfigError: naming ``chunk_size`` when the requested chunk or even one chain per device
+            does not fit the budget.
+    """
+    devices = devices or jax.device_count()
+    budget = memory_budget() if budget is None else budget
+    per_chain = max(bytes_per_chain(static, args), 1)
+    fit = budget // per_chain  # chains per device
+    need = -(-num_chains // devices)  # chains per device for one batch of everything
+    if chunk_size is None:
+        if fit < 1:
+            raise ConfigError(
+                f"chunk_size: even one chain per device does not fit: one chain of "
+                f"{static.regime} n0={static.n0} n={static.n} d={static.d} "
+                f"generations={static.generations} needs ~{_gib(per_chain)} and the budget is "
+                f"{_gib(budget)} per device (set {ENV_MEMORY_BUDGET} if that is wrong, or make the "
+                f"pool smaller: n, n0, d, generations)"
+            )
+        n_batches = -(-need // fit)
+        per_device = -(-need // n_batches)
+    else:
+        per_device = min(-(-chunk_size // devices), need)
+        if per_device > fit:
+            raise ConfigError(
+                f"chunk_size={chunk_size}: {per_device} chains per device need "
+                f"~{_gib(per_device * per_chain)} but the budget is {_gib(budget)} per device; "
+                f"use chunk_size<={max(fit, 1) * devices} or leave it unset (None) to choose "
+                f"automatically"
+            )
+    g_rest = max(static.generations - 1, 1)
+    if generation_chunk is None:
+        generation_chunk = -(-g_rest // 10)
+    generation_chunk = max(1, min(int(generation_chunk), g_rest))
+    return SweepPlan(num_chains, per_device * devices, generation_chunk, devices,
+                     static.generations)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.3g} KiB"
+
+
+def choose_chunk_size(static: StaticConfig, args: PyTree, num_chains: int) -> int:
+    """The largest number of chains per batch that fits the memory budget (at least 1)."""
+    return plan_sweep(static, args, num_chains, devices=1).chunk_size
+
+
+# ----------------------------------------------------------------------------------------------
+# Programs
 
 
 def _batched(static: StaticConfig) -> Callable:
@@ -61,51 +387,79 @@ def _batched(static: StaticConfig) -> Callable:
 def compiled_sweep_fn(static: StaticConfig) -> Callable:
     """The jitted ``(root, chain_ids[C], hparams{[C]}, args) -> (overflow[C], metrics{[C, G]})``.
 
-    Cached per StaticConfig; its compile cache is keyed only by shapes (tested: no recompile when
-    hyperparameter values, chain ids or root seed change).
+    One whole chain per call (no generation chunks, no sharding): the reference ``run_sweep`` is
+    tested against. Cached per StaticConfig; its compile cache is keyed only by shapes (tested: no
+    recompile when hyperparameter values, chain ids or root seed change).
     """
     return jax.jit(_batched(static))
 
 
-def state_shapes(static: StaticConfig, args: PyTree) -> tuple[ChainState, Metrics]:
-    """Shapes and dtypes of one chain's final state and metrics, without running it."""
-    chain = make_chain(static)
-    from collapse_jax.model import get_model_spec
+def _sharded(fn: Callable, mesh: Mesh, batched: tuple[bool, ...]) -> Callable:
+    """``jit(shard_map(fn))``: every device runs ``fn`` on its own block of chains.
 
-    dt = jnp.dtype(static.dtype)
-    hp = {k: jax.ShapeDtypeStruct((), dt) for k in get_model_spec(static.model).hparams}
-    return jax.eval_shape(
-        lambda k, h, a: run_chain(chain, k, h, a), jax.random.key(0), hp, args
-    )
-
-
-def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> int:
-    """Estimated device bytes one chain needs inside a vmapped batch.
-
-    The chain state (pool and parameters) and its metrics come from ``jax.eval_shape``; ``factor``
-    covers the temporaries of one generation (sample block, pool update, fit).
+    ``shard_map`` (not automatic partitioning) keeps the per-device program the plain vmapped
+    chain on a local batch. Results are bit-identical on 1 or N devices (and hosts) for the
+    tested models and regimes except where XLA's single-device program simplifies math the
+    partitioned one does not: the Gaussian fit under ``replace`` / ``accumulate`` then differs in
+    the last ulp (relative 1e-6; see tests/test_scale.py).
     """
-    state, metrics = state_shapes(static, args)
-    leaves = jax.tree.leaves((state, metrics))
-    nbytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
-    return int(factor * nbytes)
+    specs = tuple(P(AXIS) if b else P() for b in batched)
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)
+    shardings = tuple(NamedSharding(mesh, s) for s in specs)
+    out = NamedSharding(mesh, P(AXIS))
+    return jax.jit(mapped, in_shardings=shardings, out_shardings=(out, out))
 
 
-def memory_budget() -> int:
-    """Bytes a sweep may use on the default device (half the host RAM on CPU)."""
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(0.7 * stats["bytes_limit"])
-    try:
-        return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError):  # pragma: no cover - non-POSIX
-        return 4 << 30
+def _chain_key(root_data: Array, impl: str, chain_id: Array) -> PRNGKey:
+    return jax.random.fold_in(jax.random.wrap_key_data(root_data, impl=impl), chain_id)
 
 
-def choose_chunk_size(static: StaticConfig, args: PyTree, num_chains: int) -> int:
-    """The largest number of chains per batch that fits the memory budget (at least 1)."""
-    per_chain = max(bytes_per_chain(static, args), 1)
-    return int(max(1, min(num_chains, memory_budget() // per_chain)))
+@functools.lru_cache(maxsize=64)
+def _init_program(static: StaticConfig, impl: str, mesh: Mesh) -> Callable:
+    """Jitted ``(root_data, ids[C], hparams{[C]}, args) -> (state{[C]}, metrics{[C]})``:
+    generation 0 of a batch of chains, chain axis sharded over ``mesh``."""
+    chain = make_chain(static)
+
+    def one(root_data, chain_id, hparams, args):
+        key = _chain_key(root_data, impl, chain_id)
+        return C.init(chain, key, hparams, C.draw_real(chain, key, hparams, args))
+
+    return _sharded(jax.vmap(one, in_axes=(None, 0, 0, None)), mesh, (False, True, True, False))
+
+
+@functools.lru_cache(maxsize=64)
+def _advance_program(static: StaticConfig, impl: str, mesh: Mesh, length: int) -> Callable:
+    """Jitted ``(state{[C]}, start, stop, root_data, ids[C], hparams{[C]}, args) ->
+    (state{[C]}, metrics{[C, max(length, 2)]})``: generations ``start .. stop - 1``.
+
+    The scan has a static ``max(length, 2)`` steps; steps at or past the traced ``stop`` (the last,
+    shorter chunk) are skipped by a ``lax.cond`` on the unbatched generation index (no compute,
+    state unchanged, metrics zero and dropped by the host). Every chunking therefore runs the same
+    loop body, so results are bit-identical however generations are chunked (a one-step scan
+    would be inlined by XLA and fused differently).
+    """
+    chain = make_chain(static)
+    steps = max(length, 2)
+
+    def one(state, start, stop, root_data, chain_id, hparams, args):
+        key = _chain_key(root_data, impl, chain_id)
+        real = C.draw_real(chain, key, hparams, args)
+
+        def run(s, g):
+            return C.step(chain, s, g, key, hparams, real)
+
+        def skip(s, g):
+            _, m = jax.eval_shape(run, s, g)
+            return s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), m)
+
+        def body(s, g):
+            return jax.lax.cond(g < stop, run, skip, s, g)
+
+        gens = jnp.asarray(start, jnp.int32) + jnp.arange(steps, dtype=jnp.int32)
+        return jax.lax.scan(body, state, gens)
+
+    return _sharded(jax.vmap(one, in_axes=(0, None, None, None, 0, 0, None)), mesh,
+                    (True, False, False, False, True, True, False))
 
 
 _EXECUTABLES: dict[Any, Any] = {}
@@ -114,11 +468,53 @@ _EXECUTABLES: dict[Any, Any] = {}
 def _compile(fn: Callable, example: tuple) -> Any:
     """``fn.lower(*example).compile()``, cached by the abstract signature of ``example``."""
     sig = (fn, jax.tree.structure(example), tuple(
-        (np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in jax.tree.leaves(example)
+        (np.shape(x), str(getattr(x, "dtype", type(x).__name__)), str(getattr(x, "sharding", "")))
+        for x in jax.tree.leaves(example)
     ))
     if sig not in _EXECUTABLES:
         _EXECUTABLES[sig] = fn.lower(*example).compile()
     return _EXECUTABLES[sig]
+
+
+def abstract_state(
+    static: StaticConfig, args: PyTree, chunk_size: int, mesh: Mesh
+) -> ChainState:
+    """``ShapeDtypeStruct``s (with the chain sharding) of a batched state of ``chunk_size``
+    chains: the restore target of a checkpoint."""
+    chain = make_chain(static)
+    hp = _hparam_shapes(static)
+
+    def one(k, h, a):
+        return C.init(chain, k, h, C.draw_real(chain, k, h, a))[0]
+
+    single = jax.eval_shape(one, jax.random.key(0), hp, args)
+    sh = NamedSharding(mesh, P(AXIS))
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((chunk_size, *x.shape), x.dtype, sharding=sh), single
+    )
+
+
+def _check_compiled_memory(compiled: Any, plan: SweepPlan, budget: int, static) -> None:
+    """Fail early when the backend reports the compiled batch does not fit (GPU/TPU)."""
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return
+    if ma is None or not getattr(ma, "temp_size_in_bytes", 0):
+        return  # CPU reports no temporaries: the eval_shape estimate stands
+    total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+    if total > budget:
+        per_device = plan.chunk_size // plan.devices
+        fits = max(1, per_device * budget // total) * plan.devices
+        raise ConfigError(
+            f"chunk_size={plan.chunk_size}: the compiled batch of {static.regime} n={static.n} "
+            f"d={static.d} needs {_gib(total)} per device ({per_device} chains) but the budget "
+            f"is {_gib(budget)}; set chunk_size<={fits}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The host loop
 
 
 def run_sweep(
@@ -129,50 +525,131 @@ def run_sweep(
     args: PyTree,
     *,
     chunk_size: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
+    generation_chunk: int | None = None,
+    mesh: Mesh | None = None,
+    plan: SweepPlan | None = None,
+    on_chunk: Callable[[ChunkOutput], None] | None = None,
+    start: SweepStart | None = None,
 ) -> SweepResult:
-    """Run ``len(chain_ids)`` chains of one StaticConfig, vmapped, in chunks of chains.
+    """Run ``len(chain_ids)`` chains of one StaticConfig: sharded, in chain and generation chunks.
 
     Args:
         static: shapes of the chain.
         root: root key; chain i uses ``fold_in(root, chain_ids[i])``.
         chain_ids: ``[C]`` integers (the seed of each chain).
-        hparams: name -> ``[C]`` values, one per chain (cast to ``static.dtype``).
+        hparams: name -> ``[C]`` values, one per chain (scalars broadcast; cast to
+            ``static.dtype``).
         args: the source's host data (``Source.load``), shared by every chain.
-        chunk_size: chains per batch; None chooses from the memory estimate. The last chunk is
-            padded (with copies of its last chain) so every chunk reuses one compiled program.
-        progress: called with the number of chains finished after each chunk.
+        chunk_size: chains per batch over all devices; None chooses from the memory estimate
+            (``plan_sweep``). The last chunk is padded (with copies of its last chain) so every
+            chunk reuses one compiled program.
+        progress: called after every generation chunk with the chains finished so far (fractional:
+            ``chains x generations done / generations``, all hosts together).
+        generation_chunk: generations per compiled ``advance`` call (None: about a tenth).
+        mesh: 1-d device mesh with axis ``'chains'`` (default ``make_mesh()``: every device).
+        plan: a stored plan (resume); overrides ``chunk_size`` and ``generation_chunk``.
+        on_chunk: called at every generation-chunk boundary (results parts, checkpoints).
+        start: resume point; chain chunks before it are skipped.
 
     Returns:
-        A SweepResult with ``[C, generations]`` metrics.
-    """
-    ids = np.asarray(chain_ids, dtype=np.int32)
-    num = ids.shape[0]
-    hp = {k: np.broadcast_to(np.asarray(v, static.dtype), (num,)) for k, v in hparams.items()}
-    chunk = chunk_size or choose_chunk_size(static, args, num)
-    chunk = min(chunk, num)
-    fn = compiled_sweep_fn(static)
+        A SweepResult with ``[C, generations]`` metrics of this process's chains (rows of
+        skipped chunks, on a resumed run, are absent: see ``positions``).
 
-    n_chunks = -(-num // chunk)
+    >>> import jax, numpy as np
+    >>> from collapse_jax import StaticConfig, run_sweep
+    >>> static = StaticConfig(model="gaussian", regime="replace", n0=8, n=8, d=2, generations=4,
+    ...                       n_test=8)
+    >>> r = run_sweep(static, jax.random.key(0), np.arange(3), {"sigma": 1.0, "scale": 1.0}, {},
+    ...               generation_chunk=2)
+    >>> r.metrics["trace_ratio"].shape, r.positions.tolist()
+    ((3, 4), [0, 1, 2])
+    """
+    ids = np.asarray(chain_ids, dtype=np.int32).reshape(-1)
+    num = ids.shape[0]
+    if num == 0:
+        raise ConfigError("chain_ids: empty; give at least one chain")
+    hp = {k: np.broadcast_to(np.asarray(v, static.dtype), (num,)) for k, v in hparams.items()}
+    mesh = make_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    if plan is None:
+        plan = plan_sweep(static, args, num, chunk_size=chunk_size,
+                          generation_chunk=generation_chunk, devices=n_dev)
+    if plan.chunk_size % n_dev or plan.num_chains != num:
+        raise ConfigError(f"chunk_size={plan.chunk_size}: must be a multiple of the {n_dev} "
+                          f"devices (plan for {plan.num_chains} chains, sweep of {num})")
+    chunk, G, L = plan.chunk_size, static.generations, plan.generation_chunk
+    n_chunks = plan.n_chunks
     pad = n_chunks * chunk - num
     ids_p = np.concatenate([ids, np.repeat(ids[-1:], pad)])
     hp_p = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp.items()}
+    sh = NamedSharding(mesh, P(AXIS))
+
+    impl = str(jax.random.key_impl(root))
+    root_data = _put_replicated(np.asarray(jax.random.key_data(root)), mesh)
+    args_g = _put_replicated(args, mesh)
+    spans = plan.generation_spans()
 
     t0 = time.perf_counter()
-    example = (root, ids_p[:chunk], {k: v[:chunk] for k, v in hp_p.items()}, args)
-    compiled = _compile(fn, example)
+    init_fn = _init_program(static, impl, mesh)
+    ex_ids = jax.ShapeDtypeStruct((chunk,), jnp.int32, sharding=sh)
+    ex_hp = {k: jax.ShapeDtypeStruct((chunk,), jnp.dtype(static.dtype), sharding=sh) for k in hp_p}
+    init_c = _compile(init_fn, (root_data, ex_ids, ex_hp, args_g))
+    adv_c = None
+    if G > 1:
+        adv_fn = _advance_program(static, impl, mesh, L)
+        ex_state = abstract_state(static, args, chunk, mesh)
+        ex_start = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
+        adv_c = _compile(adv_fn, (ex_state, ex_start, ex_start, root_data, ex_ids, ex_hp, args_g))
+        _check_compiled_memory(adv_c, plan, memory_budget(), static)
     compile_seconds = time.perf_counter() - t0
 
-    outs = []
+    first = 0 if start is None else start.chain_chunk
+    done = float(min(first * chunk, num))
+    positions, metric_rows, overflow_rows = [], [], []
     t0 = time.perf_counter()
-    for c in range(n_chunks):
+    for c in range(first, n_chunks):
         sl = slice(c * chunk, (c + 1) * chunk)
-        out = compiled(root, ids_p[sl], {k: v[sl] for k, v in hp_p.items()}, args)
-        outs.append(jax.device_get(out))
-        if progress is not None:
-            progress(min((c + 1) * chunk, num))
+        real_in_chunk = min(chunk, num - c * chunk)
+        ids_c = _put_sharded(ids_p[sl], sh)
+        hp_c = {k: _put_sharded(v[sl], sh) for k, v in hp_p.items()}
+        resume_gen = start.generation if (start is not None and c == first) else 0
+        state = start.state if resume_gen > 0 else None
+        pieces: dict[int, dict[str, np.ndarray]] = {}
+        rows = None
+        if resume_gen > 0:
+            done += real_in_chunk * resume_gen / G
+        for g0, g1 in spans:
+            if g0 < resume_gen:
+                continue
+            if g0 == 0:
+                state, m = init_c(root_data, ids_c, hp_c, args_g)
+                m = jax.tree.map(lambda x: x[:, None], m)
+            else:
+                g_0, g_1 = _put_replicated((np.int32(g0), np.int32(g1)), mesh)
+                state, m = adv_c(state, g_0, g_1, root_data, ids_c, hp_c, args_g)
+            rows, (m_host, ovf) = _local_rows((m, state.pool.overflow), real_in_chunk)
+            m_host = {k: v[:, : g1 - g0] for k, v in m_host.items()}
+            pieces[g0] = m_host
+            done += real_in_chunk * (g1 - g0) / G
+            if on_chunk is not None:
+                on_chunk(ChunkOutput(c, g0, g1, c * chunk + rows, m_host, ovf, state, plan))
+            if progress is not None:
+                progress(done)
+        if rows is None:  # resumed after the chunk's last generation: nothing to run
+            continue
+        if resume_gen == 0:  # a whole chunk ran here: keep its rows for the result
+            positions.append(c * chunk + rows)
+            metric_rows.append({k: np.concatenate([p[k] for p in pieces.values()], axis=1)
+                                for k in pieces[0]})
+            overflow_rows.append(ovf)
     run_seconds = time.perf_counter() - t0
 
-    overflow = np.concatenate([o[0] for o in outs])[:num]
-    metrics = {k: np.concatenate([o[1][k] for o in outs])[:num] for k in outs[0][1]}
-    return SweepResult(metrics, overflow, compile_seconds, run_seconds, chunk)
+    if positions:
+        pos = np.concatenate(positions)
+        metrics = {k: np.concatenate([m[k] for m in metric_rows]) for k in metric_rows[0]}
+        overflow = np.concatenate(overflow_rows)
+    else:
+        pos = np.zeros((0,), np.int64)
+        metrics, overflow = {}, np.zeros((0,), bool)
+    return SweepResult(metrics, overflow, compile_seconds, run_seconds, chunk, pos, L)

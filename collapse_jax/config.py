@@ -41,6 +41,10 @@ class StaticConfig:
         source: registered real-data source ('' = the model's default).
         subsample: fit size of ``accumulate_subsample`` (None = n0).
         options: model options as sorted ``(name, value)`` pairs (static, e.g. ``unbiased``).
+        lam_max: largest ``lam`` of ``fixed_real_mix`` (fixes the ``ceil(lam_max n0)`` examples
+            sampled per generation).
+        window: number of synthetic generations the ``window`` regime keeps.
+        window_keep_real: whether the ``window`` regime keeps D0.
     """
 
     model: str
@@ -53,6 +57,9 @@ class StaticConfig:
     source: str = ""
     subsample: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    lam_max: float = 1.0
+    window: int = 2
+    window_keep_real: bool = True
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
@@ -83,11 +90,15 @@ class Experiment:
         n_test: held-out real examples per chain.
         subsample: fit size for ``accumulate_subsample`` (None = n0).
         source: real-data source ('' = model default).
-        hparams: hyperparameter overrides; a tuple of values is a vmapped sweep (no recompile).
+        hparams: hyperparameter overrides (of the model or of the regimes, see
+            ``pool.REGIME_HPARAMS``); a tuple of values is a vmapped sweep (no recompile).
         options: static model options (e.g. ``{"unbiased": True}``).
         root_seed: seed of the root key.
         chunk_size: chains per compiled batch (None = choose from the memory estimate).
         description: free text, copied into ``config.json``.
+        lam_max: static bound of ``fixed_real_mix``'s ``lam`` (see StaticConfig).
+        window: generations of synthetic data the ``window`` regime keeps.
+        window_keep_real: whether ``window`` keeps D0.
     """
 
     name: str
@@ -106,6 +117,9 @@ class Experiment:
     root_seed: int = 0
     chunk_size: int | None = None
     description: str = ""
+    lam_max: float = 1.0
+    window: int = 2
+    window_keep_real: bool = True
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -134,6 +148,9 @@ class Experiment:
                         source=self.source,
                         subsample=self.subsample,
                         options=options,
+                        lam_max=float(self.lam_max),
+                        window=self.window,
+                        window_keep_real=self.window_keep_real,
                     )
                 )
         return out
@@ -189,9 +206,12 @@ class Experiment:
                 exp = dataclasses.replace(exp, **{key: value})
             else:
                 from collapse_jax.model import get_model_spec
+                from collapse_jax.pool import regime_hparams
 
                 spec = get_model_spec(exp.model) if _is_model(exp.model) else None
-                if spec is not None and key in spec.hparams:
+                if key in regime_hparams(exp.regimes):
+                    exp = dataclasses.replace(exp, hparams={**exp.hparams, key: value})
+                elif spec is not None and key in spec.hparams:
                     exp = dataclasses.replace(exp, hparams={**exp.hparams, key: value})
                 elif spec is not None and key in spec.options:
                     exp = dataclasses.replace(exp, options={**exp.options, key: value})
@@ -263,7 +283,7 @@ def validate(exp: Experiment) -> Experiment:
     delegated to the model's ``check`` hook for every static combination.
     """
     from collapse_jax.model import MODELS, SOURCES
-    from collapse_jax.pool import REGIMES
+    from collapse_jax.pool import REGIMES, regime_hparams
 
     if not isinstance(exp.name, str) or not exp.name:
         raise ConfigError(f"name={exp.name!r}: must be a non-empty string")
@@ -298,16 +318,31 @@ def validate(exp: Experiment) -> Experiment:
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "
             f"allowed: {', '.join(sorted(SOURCES))}"
         )
+    if isinstance(exp.lam_max, bool) or not isinstance(exp.lam_max, int | float) or not (
+        exp.lam_max > 0
+    ):
+        raise ConfigError(f"lam_max={exp.lam_max!r}: must be a number > 0")
+    _check_int("window", exp.window)
+    if not isinstance(exp.window_keep_real, bool):
+        raise ConfigError(f"window_keep_real={exp.window_keep_real!r}: must be True or False")
+    allowed_hp = {**spec.hparams, **regime_hparams(exp.regimes)}
     for k, v in exp.hparams.items():
-        if k not in spec.hparams:
+        if k not in allowed_hp:
             raise ConfigError(
-                f"hparams.{k}: not a hyperparameter of model {exp.model!r}"
-                f"{did_you_mean(k, list(spec.hparams))}; allowed: "
-                f"{', '.join(sorted(spec.hparams)) or '(none)'}"
+                f"hparams.{k}: not a hyperparameter of model {exp.model!r} or of regimes "
+                f"{', '.join(exp.regimes)}{did_you_mean(k, list(allowed_hp))}; allowed: "
+                f"{', '.join(sorted(allowed_hp)) or '(none)'}"
             )
         for x in _as_tuple(v):
             if isinstance(x, bool) or not isinstance(x, int | float):
                 raise ConfigError(f"hparams.{k}={x!r}: must be a number or a tuple of numbers")
+            if k == "lam" and not 0 <= x <= exp.lam_max:
+                raise ConfigError(
+                    f"hparams.lam={x}: must lie in [0, lam_max={exp.lam_max}] (lam_max is static: "
+                    f"it fixes the ceil(lam_max * n0) examples sampled per generation)"
+                )
+            if k == "rho" and not 0 <= x <= 1:
+                raise ConfigError(f"hparams.rho={x}: must lie in [0, 1] (fraction of fresh data)")
     for k, v in exp.options.items():
         if k not in spec.options:
             raise ConfigError(

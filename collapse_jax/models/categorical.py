@@ -1,0 +1,163 @@
+"""Categorical distribution over K outcomes refit on its own samples (multinomial resampling).
+
+Data are int32 outcome indices ``[n]``; ``K`` is the static ``d``. Fit: the (weighted) empirical
+frequencies of the pool. Sampling: ``jax.random.categorical`` on ``log p / temperature`` (that is
+``p^(1/T)`` renormalised), with outcomes below ``min_p * max(p)`` removed (min-p truncation;
+``min_p = 0`` keeps every outcome). Under ``replace`` every chain ends with all mass on one
+outcome (an absorbing state of the Wright-Fisher chain); the generation of total collapse of each
+chain is read from the ``collapsed`` column with ``first_collapse``.
+
+Real data: the true ``p`` is static (option ``prior``: ``uniform``; ``zipf`` with
+``p_k ~ (k+1)^-alpha``) or drawn per chain (``dirichlet`` with concentration ``alpha``).
+
+Metrics (generation g):
+    entropy: Shannon entropy of the fitted p (nats).
+    collision: collision probability ``sum p^2`` (closed form in ``theory.py``).
+    survivors: number of outcomes with p > 0.
+    collapsed: 1.0 when a single outcome is left.
+    tv: total-variation distance to the true p.
+    missing_mass: true probability of the outcomes the fit has lost.
+
+References:
+    Seddik et al. 2024, "How bad is training on synthetic data? A statistical analysis of language
+        model collapse", arXiv:2404.05090.
+    Shumailov et al. 2024, "AI models collapse when trained on recursively generated data",
+        Nature 631.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.model import GenerativeModel, Source, register_model, register_source
+from collapse_jax.pool import origin_weights
+from collapse_jax.types import RealData
+
+PRIORS = ("uniform", "zipf", "dirichlet")
+
+
+def true_probabilities(prior: str, k: int, alpha) -> jax.Array:
+    """The static true p of ``uniform`` / ``zipf`` priors, ``[k]`` float32."""
+    if prior == "uniform":
+        return jnp.full((k,), 1.0 / k, jnp.float32)
+    if prior == "zipf":
+        w = jnp.arange(1, k + 1, dtype=jnp.float32) ** (-jnp.asarray(alpha, jnp.float32))
+        return w / jnp.sum(w)
+    raise ValueError(f"prior={prior!r} has no static p")
+
+
+@register_source("categorical")
+def categorical_source(static: StaticConfig) -> Source:
+    """``n0`` training and ``n_test`` held-out outcome indices from the true p of one chain."""
+    k, n0, n_test = static.d, static.n0, static.n_test
+    prior = static.option("prior", "uniform")
+
+    def truth_p(key, hparams):
+        if prior == "dirichlet":
+            alpha = hparams["alpha"] * jnp.ones((k,), jnp.float32)
+            p = jax.random.dirichlet(key, alpha, dtype=jnp.float32)
+            return p / jnp.sum(p)
+        del key
+        return true_probabilities(prior, k, hparams["alpha"])
+
+    def draw(key, hparams, args):
+        del args
+        k_p, k_train, k_test = jax.random.split(key, 3)
+        p = truth_p(k_p, hparams)
+        logits = jnp.log(p)
+        train = jax.random.categorical(k_train, logits, shape=(n0,)).astype(jnp.int32)
+        test = jax.random.categorical(k_test, logits, shape=(n_test,)).astype(jnp.int32)
+        return RealData(train, test, {"p": p})
+
+    def fresh(key, hparams, args, real, num):
+        del hparams, args
+        return jax.random.categorical(key, jnp.log(real.truth["p"]), shape=(num,)).astype(
+            jnp.int32
+        )
+
+    return Source(lambda s: {}, draw, fresh)
+
+
+def _check(static: StaticConfig) -> None:
+    if static.d < 2:
+        raise ConfigError(f"d={static.d}: the categorical model needs d = K >= 2 outcomes")
+
+
+@register_model(
+    "categorical",
+    source="categorical",
+    hparams={"alpha": 1.0, "temperature": 1.0, "min_p": 0.0, "real_weight": 1.0},
+    options={"prior": PRIORS},
+    metrics=("entropy", "collision", "survivors", "collapsed", "tv", "missing_mass"),
+    check=_check,
+    doc="K-outcome categorical (K = d): empirical frequencies, multinomial resampling",
+    example={"n0": 16, "n": 16, "d": 5, "n_test": 16},
+)
+def make_categorical(static: StaticConfig) -> GenerativeModel:
+    """Categorical family for a StaticConfig (``K = d``; option ``prior``)."""
+    k = static.d
+
+    def init(key, real, hparams):
+        del key, real, hparams
+        return {"p": jnp.full((k,), 1.0 / k, jnp.float32)}
+
+    def fit(key, pool, params, hparams):
+        del key, params
+        w = origin_weights(pool, hparams["real_weight"])
+        counts = jnp.zeros((k,), jnp.float32).at[pool.data].add(w)
+        return {"p": counts / jnp.maximum(jnp.sum(counts), jnp.finfo(jnp.float32).tiny)}
+
+    def sample(key, params, real, hparams, num):
+        del real
+        p = params["p"]
+        top = jnp.max(p)
+        keep = (p > 0) & ((p >= hparams["min_p"] * top) | (p == top))
+        logits = jnp.where(keep, jnp.log(jnp.where(keep, p, 1.0)) / hparams["temperature"],
+                           -jnp.inf)
+        return jax.random.categorical(key, logits, shape=(num,)).astype(jnp.int32)
+
+    def evaluate(params, real, hparams):
+        del hparams
+        p, p_true = params["p"], real.truth["p"]
+        alive = p > 0
+        survivors = jnp.sum(alive, dtype=jnp.int32).astype(jnp.float32)
+        return {
+            "entropy": -jnp.sum(jnp.where(alive, p * jnp.log(jnp.where(alive, p, 1.0)), 0.0)),
+            "collision": jnp.sum(p**2),
+            "survivors": survivors,
+            "collapsed": (survivors <= 1.0).astype(jnp.float32),
+            "tv": 0.5 * jnp.sum(jnp.abs(p - p_true)),
+            "missing_mass": jnp.sum(jnp.where(alive, 0.0, p_true)),
+        }
+
+    return GenerativeModel(init, fit, sample, evaluate)
+
+
+def first_collapse(table, by: Sequence[str] = ("regime", "seed")):
+    """Generation of total collapse (first g with one outcome left) of every chain, on the host.
+
+    Args:
+        table: the results table (pandas) with ``generation`` and ``collapsed`` columns.
+        by: columns identifying a chain (add swept columns such as ``n``).
+
+    Returns:
+        A DataFrame with the ``by`` columns and ``collapse_generation`` (NaN when the chain did
+        not collapse within its generations).
+
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "generation": [0, 1, 2] * 2,
+    ...                   "collapsed": [0., 1., 1., 0., 0., 0.]})
+    >>> first_collapse(t, by=["seed"])["collapse_generation"].tolist()
+    [1.0, nan]
+    """
+    by = list(by)
+    t = table.assign(_g=np.where(table["collapsed"].to_numpy() > 0.5,
+                                 table["generation"].to_numpy(np.float64), np.inf))
+    out = t.groupby(by, sort=False)["_g"].min().reset_index()
+    out["collapse_generation"] = out.pop("_g").replace(np.inf, np.nan)
+    return out

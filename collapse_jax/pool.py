@@ -428,7 +428,7 @@ def sample_weighted_indices(
     weights are 0).
     """
     csum = jnp.cumsum(w)
-    u = jax.random.uniform(key, (num,), jnp.float32) * csum[-1]
+    u = jax.random.uniform(key, (num,), csum.dtype) * csum[-1]
     idx = jnp.searchsorted(csum, u, side="right")
     return jnp.minimum(idx, w.shape[0] - 1).astype(jnp.int32)
 

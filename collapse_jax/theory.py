@@ -10,6 +10,7 @@ References:
     Kazdan et al. 2024, "Collapse or Thrive?", arXiv:2410.16713.
     Seddik et al. 2024, "How bad is training on synthetic data?".
     Alemohammad et al. 2023, "Self-Consuming Generative Models Go MAD" (variance scale lambda).
+    Littler 1975, "Loss of variability at one locus in a finite population".
 """
 
 from __future__ import annotations
@@ -118,6 +119,21 @@ def categorical_collision(n: int, s0, g, n0: int | None = None) -> np.ndarray:
     """
     n0 = n if n0 is None else n0
     return 1.0 - (1.0 - 1.0 / n0) * (1.0 - 1.0 / n) ** _g(g) * (1.0 - np.asarray(s0, np.float64))
+
+
+def categorical_collapse_time(n: int, p) -> float:
+    """Approximate mean generation at which multinomial resampling keeps one outcome.
+
+    Diffusion approximation of the Wright-Fisher chain (Littler 1975): the expected time until a
+    single type is left, from frequencies ``p``, is ``-2 n sum_k (1 - p_k) log(1 - p_k)``
+    generations (accurate for large n; the chain's generation 0 is already one round).
+
+    >>> round(categorical_collapse_time(100, [0.1] * 10), 1)
+    189.6
+    """
+    p = np.asarray(p, np.float64)
+    p = p[(p > 0) & (p < 1)]
+    return float(-2.0 * n * np.sum((1.0 - p) * np.log1p(-p)))
 
 
 def categorical_s0(prior: str, k: int, alpha: float) -> float:

@@ -1,11 +1,13 @@
 """Categorical distribution over K outcomes refit on its own samples (multinomial resampling).
 
 Data are int32 outcome indices ``[n]``; ``K`` is the static ``d``. Fit: the (weighted) empirical
-frequencies of the pool. Sampling: ``jax.random.categorical`` on ``log p / temperature`` (that is
-``p^(1/T)`` renormalised), with outcomes below ``min_p * max(p)`` removed (min-p truncation;
+frequencies of the pool. Sampling: multinomial draws (inverse CDF) from ``p^(1/T)`` renormalised
+(temperature ``T``), with outcomes below ``min_p * max(p)`` removed (min-p truncation;
 ``min_p = 0`` keeps every outcome). Under ``replace`` every chain ends with all mass on one
 outcome (an absorbing state of the Wright-Fisher chain); the generation of total collapse of each
-chain is read from the ``collapsed`` column with ``first_collapse``.
+chain is read from the ``collapsed`` column with ``first_collapse``; its mean is close to the
+Wright-Fisher absorption time ``-2 n sum_k (1 - p_k) log(1 - p_k)`` (``theory.categorical_collapse_
+time``; about 1.9 n generations for K = 10 uniform).
 
 Real data: the true ``p`` is static (option ``prior``: ``uniform``; ``zipf`` with
 ``p_k ~ (k+1)^-alpha``) or drawn per chain (``dirichlet`` with concentration ``alpha``).
@@ -23,6 +25,7 @@ References:
         model collapse", arXiv:2404.05090.
     Shumailov et al. 2024, "AI models collapse when trained on recursively generated data",
         Nature 631.
+    Littler 1975, "Loss of variability at one locus in a finite population", Math. Biosci. 24.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.pool import origin_weights
+from collapse_jax.pool import origin_weights, sample_weighted_indices
 from collapse_jax.types import RealData
 
 PRIORS = ("uniform", "zipf", "dirichlet")
@@ -109,7 +112,9 @@ def make_categorical(static: StaticConfig) -> GenerativeModel:
     def fit(key, pool, params, hparams):
         del key, params
         w = origin_weights(pool, hparams["real_weight"])
-        counts = jnp.zeros((k,), jnp.float32).at[pool.data].add(w)
+        # one-hot sum rather than a scatter-add: vectorises under vmap on CPU
+        onehot = pool.data[:, None] == jnp.arange(k, dtype=jnp.int32)[None, :]
+        counts = jnp.sum(jnp.where(onehot, w[:, None], 0.0), axis=0)
         return {"p": counts / jnp.maximum(jnp.sum(counts), jnp.finfo(jnp.float32).tiny)}
 
     def sample(key, params, real, hparams, num):
@@ -117,9 +122,10 @@ def make_categorical(static: StaticConfig) -> GenerativeModel:
         p = params["p"]
         top = jnp.max(p)
         keep = (p > 0) & ((p >= hparams["min_p"] * top) | (p == top))
-        logits = jnp.where(keep, jnp.log(jnp.where(keep, p, 1.0)) / hparams["temperature"],
-                           -jnp.inf)
-        return jax.random.categorical(key, logits, shape=(num,)).astype(jnp.int32)
+        logp = jnp.log(jnp.where(keep, p, 1.0)) / hparams["temperature"]
+        q = jnp.where(keep, jnp.exp(logp - jnp.max(jnp.where(keep, logp, -jnp.inf))), 0.0)
+        # inverse CDF on p^(1/T) (same law as jax.random.categorical, O(num log K) not O(num K))
+        return sample_weighted_indices(key, q, num)
 
     def evaluate(params, real, hparams):
         del hparams

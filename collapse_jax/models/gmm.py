@@ -109,7 +109,7 @@ def _log_weights(weights: Float[Array, " k"]) -> Float[Array, " k"]:
 
 def mixture_loglik(x, w, params) -> Float[Array, ""]:
     """Weighted mean log-likelihood ``sum_i w_i log p(x_i) / sum_i w_i`` of a mixture."""
-    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])
+    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])[None, :]
     ll = jax.nn.logsumexp(lp, axis=1)
     return jnp.sum(w * ll) / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
 
@@ -117,7 +117,7 @@ def mixture_loglik(x, w, params) -> Float[Array, ""]:
 def em_step(x, w, params, diagonal: bool = False):
     """One EM iteration on points ``x`` ``[m, d]`` with weights ``w`` ``[m]`` (see module doc)."""
     d = x.shape[1]
-    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])
+    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])[None, :]
     resp = jnp.exp(lp - jax.nn.logsumexp(lp, axis=1, keepdims=True)) * w[:, None]  # [m, k]
     mass = jnp.sum(resp, axis=0)  # [k]
     total = jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
@@ -137,15 +137,17 @@ def em_step(x, w, params, diagonal: bool = False):
 def kmeans_pp(key, x, w, k: int, diagonal: bool = False):
     """k-means++ seeding on weighted points: K centres by D^2 sampling, shared pool covariance."""
     d = x.shape[1]
-    keys = jax.random.split(key, k)
-    first = x[_sample_idx(keys[0], w, 1)[0]]
+    k_first, k_rest = jax.random.split(key)
+    first = x[_sample_idx(k_first, w, 1)[0]]
     d2 = jnp.sum((x - first[None, :]) ** 2, axis=1)
 
-    def pick(d2, kk):
-        c = x[_sample_idx(kk, w * d2, 1)[0]]
+    def pick(d2, u):  # inverse CDF of the D^2 weights (uniforms drawn up front: no keys in scan)
+        csum = jnp.cumsum(w * d2)
+        i = jnp.minimum(jnp.searchsorted(csum, u * csum[-1], side="right"), x.shape[0] - 1)
+        c = x[i]
         return jnp.minimum(d2, jnp.sum((x - c[None, :]) ** 2, axis=1)), c
 
-    _, rest = jax.lax.scan(pick, d2, keys[1:])
+    _, rest = jax.lax.scan(pick, d2, jax.random.uniform(k_rest, (k - 1,), x.dtype))
     means = jnp.concatenate([first[None, :], rest], axis=0)
     _, cov = masked_cov(x, w)
     if diagonal:

@@ -5,6 +5,7 @@ Read ``pool.py -> model.py -> chain.py -> sweep.py`` for the whole engine.
 
 from collapse_jax import models as _models  # noqa: F401  (registers the model families)
 from collapse_jax.chain import Chain, ChainState, advance, draw_real, init, make_chain, run_chain, step
+from collapse_jax.experiment import Results, run_experiment
 from collapse_jax.config import ConfigError, Experiment, StaticConfig, hparams_from, validate
 from collapse_jax.model import (
     MODELS,
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MODELS", "REGIMES", "SOURCES", "Chain", "ChainState", "ConfigError", "Experiment",
-    "GenerativeModel", "Pool", "RealData", "Regime", "Source", "StaticConfig", "SweepResult",
+    "GenerativeModel", "Pool", "RealData", "Regime", "Results", "run_experiment", "Source", "StaticConfig", "SweepResult",
     "accumulate", "accumulate_subsample", "advance", "draw_real", "hparams_from", "init",
     "init_pool", "make_chain", "make_model", "make_regime", "make_source", "register_model",
     "register_source", "replace", "run_chain", "run_sweep", "step", "validate",

@@ -1,0 +1,79 @@
+"""End to end: the CLI writes the tidy table, config, summary and figures; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from collapse_jax import cli
+
+SMALL = ["--set", "seeds=3", "--set", "generations=4", "--set", "n=8,12", "--set", "d=2",
+         "--set", "n_test=16"]
+
+
+def test_run_writes_table_config_summary_and_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["run", "configs/gaussian.py", *SMALL, "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "metrics.csv")
+    assert list(table.columns[:6]) == ["experiment", "model", "regime", "seed", "generation", "n"]
+    assert {"trace_ratio", "logdet_ratio", "mean_error", "w2", "nll"} <= set(table.columns)
+    assert len(table) == 3 * 2 * 3 * 4  # regimes x n x seeds x generations
+    assert not table.isna().any().any()
+    config = json.loads((out / "config.json").read_text())
+    assert config["experiment"]["seeds"] == 3 and config["experiment"]["n"] == [8, 12]
+    assert "jax" in config["versions"]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [r for r in summary["final_generation"]
+            if r["regime"] == "replace" and r["metric"] == "trace_ratio" and r["n"] == 8]
+    assert rows and abs(rows[0]["theory"] - (7 / 8) ** 4) < 1e-9
+    for metric in ("trace_ratio", "mean_error", "w2", "nll"):
+        png = (out / f"{metric}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_config_by_name_and_regime_override(tmp_path):
+    out = tmp_path / "lr"
+    code = cli.main(["run", "linear_regression", "--set", "regime=accumulate", "--set",
+                     "seeds=2", "--set", "generations=3", "--set", "n=10", "--set", "d=3",
+                     "--out", str(out), "--quiet"])
+    assert code == 0
+    table = pd.read_csv(out / "metrics.csv")
+    assert set(table["regime"]) == {"accumulate"} and len(table) == 6
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--set", "seedz=3"], "seedz"),
+    (["--set", "regime=replase"], "replase"),
+    (["--set", "n=0"], "n=0"),
+    (["--set", "sigma=abc"], "sigma"),
+    (["--set", "options.unbiassed=True"], "unbiassed"),
+])
+def test_bad_input_is_one_line_naming_the_field(tmp_path, capsys, args, field):
+    code = cli.main(["run", "configs/gaussian.py", *args, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_key_suggests_the_close_one(capsys):
+    assert cli.main(["run", "configs/gaussian.py", "--set", "generatons=3", "--out", "x"]) == 2
+    assert "did you mean 'generations'" in capsys.readouterr().err
+
+
+def test_list_names_models_regimes_configs(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("gaussian", "linear_regression", "replace", "accumulate_subsample",
+                 "configs"):
+        assert word in out
+
+
+def test_console_script_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "collapse_jax.cli", "list"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "models:" in proc.stdout

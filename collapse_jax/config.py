@@ -364,4 +364,8 @@ def validate(exp: Experiment) -> Experiment:
                 )
         if spec.check is not None:
             spec.check(static)
+        if static.regime == "fresh_real_mix":
+            from collapse_jax.model import make_source
+
+            make_source(static)  # raises when the source cannot draw fresh real data
     return exp

@@ -148,6 +148,9 @@ def test_fresh_real_mix_needs_a_source_with_fresh():
                           generations=2, n_test=4)
     with pytest.raises(ConfigError, match="cannot draw fresh real data"):
         make_chain(static)
+    with pytest.raises(ConfigError, match="source='linear': the source cannot draw"):
+        validate(Experiment(name="t", model="linear_regression", regimes=("fresh_real_mix",),
+                            n=12, d=3))
 
 
 def test_hparam_grid_includes_regime_defaults():

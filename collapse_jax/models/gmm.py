@@ -109,7 +109,8 @@ def _log_weights(weights: Float[Array, " k"]) -> Float[Array, " k"]:
 
 def mixture_loglik(x, w, params) -> Float[Array, ""]:
     """Weighted mean log-likelihood ``sum_i w_i log p(x_i) / sum_i w_i`` of a mixture."""
-    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])[None, :]
+    logw = _log_weights(params["weights"])
+    lp = component_logpdf(x, params["means"], params["covs"]) + logw[None, :]
     ll = jax.nn.logsumexp(lp, axis=1)
     return jnp.sum(w * ll) / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
 
@@ -117,7 +118,8 @@ def mixture_loglik(x, w, params) -> Float[Array, ""]:
 def em_step(x, w, params, diagonal: bool = False):
     """One EM iteration on points ``x`` ``[m, d]`` with weights ``w`` ``[m]`` (see module doc)."""
     d = x.shape[1]
-    lp = component_logpdf(x, params["means"], params["covs"]) + _log_weights(params["weights"])[None, :]
+    logw = _log_weights(params["weights"])
+    lp = component_logpdf(x, params["means"], params["covs"]) + logw[None, :]
     resp = jnp.exp(lp - jax.nn.logsumexp(lp, axis=1, keepdims=True)) * w[:, None]  # [m, k]
     mass = jnp.sum(resp, axis=0)  # [k]
     total = jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)

@@ -7,11 +7,14 @@ Setting: d = 2, N(0, I), n = n0 = 100; fresh_real_mix trains every generation on
 new real points from the source plus the rest synthetic from the previous model, rho in
 {0, 0.1, 0.25, 0.5}; replace as the baseline (= rho 0); 100 generations, 100 seeds.
 
-Expected runtime on 2 CPU cores: RUNTIME_FRESH
+Expected runtime on 2 CPU cores: measured 75 s (2 compiles, 67 s; running 6 s) on the shared
+machine with other jobs running.
 
 Expected result: with rho > 0 the trace ratio settles at a level below but near 1 instead of
 decaying (fresh real data keep the chain from collapsing; MAD's "fresh data loop"); rho = 0
-reproduces replace. RESULT_FRESH
+reproduces replace. Measured at g = 99 (mean +- s.e., 100 seeds): trace ratio 0.39 +- 0.07 for
+rho = 0 (identical to replace: same seeds, the fresh block is drawn but unused; theory 0.366),
+0.97 +- 0.02 for rho = 0.1, 1.00 +- 0.02 for 0.25, 1.00 +- 0.01 for 0.5.
 """
 
 from collapse_jax import Experiment

@@ -13,11 +13,14 @@ The fresh-data loop of Alemohammad et al. sweeps a different hyperparameter (rho
 regime; one Experiment takes the product of its swept values over all regimes, so it lives in
 configs/fresh_mixing.py.
 
-Expected runtime on 2 CPU cores: RUNTIME_MIX
+Expected runtime on 2 CPU cores: measured 51 s (3 compiles, 32 s; running 18 s) on the shared
+machine with other jobs running.
 
 Expected result: the trace ratio stays near 1 for every finite lam (the model is anchored to D0;
 the stationary shrink is small, larger for larger lam) while it decays as ((n-1)/n)^(g+1) under
-replace. RESULT_MIX
+replace. Measured at g = 99 (mean +- s.e., 100 seeds): fixed_real_mix trace ratio 0.99 +- 0.01
+(lam 0.5), 0.99 +- 0.01 (1), 0.98 +- 0.01 (2), 0.99 +- 0.01 (10); accumulate 1.00 +- 0.01;
+replace 0.39 +- 0.07 (theory 0.366).
 """
 
 from collapse_jax import Experiment

@@ -159,10 +159,15 @@ def test_gmm_em_increases_loglik_monotonically():
         for diagonal in (False, True):
             p = G.kmeans_pp(k_init if not diagonal else jax.random.fold_in(k_init, 1),
                             x, w, 4, diagonal)
-            lls = [float(G.mixture_loglik(x, w, p))]
-            for _ in range(60):
+
+            def body(p, _, diagonal=diagonal):
                 p = G.em_step(x, w, p, diagonal)
-                lls.append(float(G.mixture_loglik(x, w, p)))
+                return p, G.mixture_loglik(x, w, p)
+
+            ll0 = G.mixture_loglik(x, w, p)
+            p, path = jax.jit(lambda p, body=body: jax.lax.scan(body, p, None, length=60))(p)
+            lls = np.concatenate([[float(ll0)], np.asarray(path)])
+            assert lls.dtype == np.float64
             inc = np.diff(lls)
             assert np.all(inc >= -1e-9 * abs(lls[-1])), inc.min()
             assert lls[-1] > lls[0]

@@ -78,6 +78,11 @@ def plot_metric(results: Results, metric: str, path: str | os.PathLike) -> Path:
 
 
 def plot_all(results: Results, out_dir: str | os.PathLike) -> list[Path]:
-    """A PNG per metric in ``out_dir`` (``<metric>.png``)."""
+    """A PNG per metric in ``out_dir`` (``<metric>.png``); image models add ``samples.png``."""
+    from collapse_jax.plots_images import is_image_experiment, sample_grid_figure
+
     out = Path(out_dir)
-    return [plot_metric(results, m, out / f"{m}.png") for m in results.metrics]
+    paths = [plot_metric(results, m, out / f"{m}.png") for m in results.metrics]
+    if is_image_experiment(results.experiment):
+        paths.append(sample_grid_figure(results.experiment, out / "samples.png"))
+    return paths

@@ -6,4 +6,5 @@ from collapse_jax.models import (  # noqa: F401
     gmm,
     kde,
     linear_regression,
+    vae,
 )

@@ -24,6 +24,12 @@ from collapse_jax.types import Array, Hparams, Metrics, Params, PRNGKey, PyTree,
 #: ``fold_in`` data of the real-data stream of a chain; generation indices stay below it.
 REAL_STREAM = 2**31 - 1
 
+#: Per-generation flags every chain reports next to its metrics (float32 0/1, like every metric;
+#: the results table stores them as bool): ``collapsed`` (the model family's own degeneracy test,
+#: ``GenerativeModel.collapsed``) and ``nonfinite`` (some metric or parameter is NaN or inf). A
+#: flagged chain keeps running.
+FLAGS = ("collapsed", "nonfinite")
+
 
 class ChainState(NamedTuple):
     """What a chain carries between generations: the pool and the last fitted parameters."""
@@ -61,6 +67,23 @@ def _pool_metrics(view: Pool) -> Metrics:
     }
 
 
+def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metrics: Metrics):
+    """``collapsed`` from the model's own test; ``nonfinite`` over every float leaf."""
+    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves((params, metrics))
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    collapsed = jnp.bool_(False)
+    if chain.model.collapsed is not None:
+        collapsed = jnp.asarray(chain.model.collapsed(params, real, hparams), jnp.bool_)
+    nonfinite = ~jnp.all(jnp.stack(finite))
+    return {"collapsed": collapsed.astype(jnp.float32), "nonfinite": nonfinite.astype(jnp.float32)}
+
+
+def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, view: Pool):
+    """The model's metrics, the pool's, and the flags (``FLAGS``) of one generation."""
+    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
+    return {**metrics, **_flags(chain, params, real, hparams, metrics)}
+
+
 def init(
     chain: Chain, chain_key: PRNGKey, hparams: Hparams, real: RealData
 ) -> tuple[ChainState, Metrics]:
@@ -70,8 +93,7 @@ def init(
     params = chain.model.init(k_init, real, hparams)
     view = chain.regime.view(pool, k_view, hparams)
     params = chain.model.fit(k_fit, view, params, hparams)
-    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
-    return ChainState(pool, params), metrics
+    return ChainState(pool, params), _evaluate(chain, params, real, hparams, view)
 
 
 def step(
@@ -100,8 +122,7 @@ def step(
     pool = chain.regime.update(state.pool, synthetic, generation, k_update, hparams, **extra)
     view = chain.regime.view(pool, k_view, hparams)
     params = chain.model.fit(k_fit, view, state.params, hparams)
-    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
-    return ChainState(pool, params), metrics
+    return ChainState(pool, params), _evaluate(chain, params, real, hparams, view)
 
 
 def advance(

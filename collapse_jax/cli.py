@@ -1,18 +1,27 @@
 """``collapse-jax``: run an experiment config, or list what exists.
 
-    collapse-jax run CONFIG [--set key=value ...] --out DIR [--quiet]
+    collapse-jax run CONFIG [--set key=value ...] --out DIR [--quiet] [--dry-run]
+                     [--overwrite | --resume] [--debug]
     collapse-jax list
 
 CONFIG is a path to a python file with ``get_config() -> Experiment`` or the name of a file in
-``configs/``. Exit codes: 0 ok, 2 bad input (one line naming the field), 1 run failure.
+``configs/``. Exit codes: 0 ok, 2 bad input (one line naming the field, before any compile),
+1 run failure (one line; the traceback with ``--debug``). ``--dry-run`` validates and prints the
+plan (groups, chains, generations, memory per chain, compiles) without compiling anything.
+An output directory that holds a different run is refused unless ``--overwrite``; rerunning the
+same config into its own directory (or ``--resume``) is allowed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import importlib.util
+import re
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from collapse_jax.config import ConfigError, Experiment
@@ -38,28 +47,52 @@ def load_config(ref: str) -> Experiment:
                            if not p.name.startswith("_"))
             raise ConfigError(f"config={ref!r}: no such file or config name; "
                               f"known configs: {', '.join(names) or '(none)'}")
+    if path.suffix != ".py":
+        raise ConfigError(f"config={str(path)!r}: not a python file; a config is a .py file "
+                          f"defining get_config() -> Experiment")
     spec = importlib.util.spec_from_file_location(f"collapse_jax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - report any error in user code on one line
-        raise ConfigError(f"config={str(path)!r}: failed to load: {type(e).__name__}: {e}") from e
-    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config={str(path)!r}: failed to load: {_describe(e)}") from e
+    if not callable(getattr(module, "get_config", None)):
         raise ConfigError(f"config={str(path)!r}: defines no get_config()")
-    exp = module.get_config()
+    try:
+        exp = module.get_config()
+    except ConfigError as e:
+        raise ConfigError(f"config={str(path)!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - an error in user code, on one line
+        raise ConfigError(f"config={str(path)!r}: get_config() failed: {_describe(e)}") from e
     if not isinstance(exp, Experiment):
         raise ConfigError(f"config={str(path)!r}: get_config() must return an Experiment, "
                           f"got {type(exp).__name__}")
     return exp
 
 
+def _describe(e: BaseException) -> str:
+    """One line for an error in a config file; unknown Experiment fields get a did-you-mean."""
+    text = " ".join(str(e).split())
+    m = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if isinstance(e, TypeError) and m and "Experiment" in text:
+        fields = [f.name for f in dataclasses.fields(Experiment)]
+        close = difflib.get_close_matches(m.group(1), fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"Experiment has no field {m.group(1)!r}{hint}; fields: {', '.join(fields)}"
+    if isinstance(e, SyntaxError):
+        return f"SyntaxError: {e.msg} (line {e.lineno})"
+    return f"{type(e).__name__}: {text}"
+
+
 def _cmd_list() -> int:
+    from collapse_jax.config import hparam_range
     from collapse_jax.model import MODELS, SOURCES
     from collapse_jax.pool import REGIMES
 
     print("models:")
     for name, spec in sorted(MODELS.items()):
-        hp = ", ".join(f"{k}={v}" for k, v in spec.hparams.items())
+        hp = ", ".join(f"{k}={v} in {hparam_range(name, k) or 'any'}"
+                       for k, v in spec.hparams.items())
         print(f"  {name:20s} {spec.doc}")
         print(f"  {'':20s} source={spec.source}; hparams: {hp or '-'}; "
               f"metrics: {', '.join(spec.metrics)}")
@@ -77,12 +110,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from collapse_jax.config import validate
     from collapse_jax.experiment import run_experiment
     from collapse_jax.plots import plot_all
-    from collapse_jax.results import write_results
+    from collapse_jax.results import GroupWriter, check_output_dir, write_results
 
     exp = validate(load_config(args.config).override(args.set or []))
+    status = check_output_dir(args.out, exp, overwrite=args.overwrite, resume=args.resume,
+                              dry_run=args.dry_run)
+    if args.dry_run:
+        print(format_plan(plan(exp)))
+        print(f"  out: {args.out} ({_OUT_STATUS[status]})")
+        return 0
     t0 = time.perf_counter()
-    results = run_experiment(exp, progress=not args.quiet)
-    paths = write_results(results, args.out)
+    writer = GroupWriter(args.out, exp)
+    writer.start()
+    try:
+        results = run_experiment(exp, progress=not args.quiet, on_group=writer)
+    except BaseException as e:
+        writer.fail(e)
+        raise
+    write_results(results, args.out)
     figures = plot_all(results, args.out)
     wall = time.perf_counter() - t0
     if not args.quiet:
@@ -90,10 +135,86 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_s = sum(g["run_seconds"] for g in results.groups)
         final = results.final()
         print(final.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        print(format_flags(results))
         print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} "
               f"(compile {compile_s:.1f} s, run {run_s:.1f} s, total {wall:.1f} s)")
-        del paths
     return 0
+
+
+_OUT_STATUS = {"new": "new or empty directory", "same": "holds this same run; rerun is safe",
+               "overwrite": "holds another run; --overwrite would replace it"}
+
+
+def format_flags(results) -> str:
+    """One line: how many chains hit each flag (``collapsed``, ``nonfinite``), per regime."""
+    from collapse_jax.experiment import flag_counts
+
+    counts = flag_counts(results.table, results.swept)
+    per = "; ".join(
+        f"{r}: " + ", ".join(f"{f} {c[f]}" for f in ("collapsed", "nonfinite") if f in c)
+        for r, c in counts["by_regime"].items()
+    )
+    return (f"flags (chains of {counts['chains']} that hit each at any generation): "
+            f"collapsed {counts.get('collapsed', 0)}, nonfinite {counts.get('nonfinite', 0)}"
+            f" ({per})")
+
+
+def plan(exp: Experiment) -> dict:
+    """What a run of ``exp`` would do, without compiling: one entry per compiled group.
+
+    Memory per chain comes from ``sweep.bytes_per_chain`` (``jax.eval_shape``: traced, not
+    compiled); each group is one compile (its last chunk is padded to reuse the program).
+    """
+    from collapse_jax.config import known_hparams
+    from collapse_jax.experiment import load_source_args, precision
+    from collapse_jax.pool import make_regime
+    from collapse_jax.sweep import bytes_per_chain, memory_budget
+
+    grid = exp.hparam_grid(known_hparams(exp))
+    chains = exp.seeds * len(grid)
+    budget = memory_budget()
+    groups = []
+    for static in exp.statics():
+        args = load_source_args(static)
+        with precision(exp.x64):
+            per_chain = bytes_per_chain(static, args)
+        chunk = exp.chunk_size or max(1, min(chains, budget // max(per_chain, 1)))
+        chunk = min(chunk, chains)
+        groups.append({
+            "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
+            "chains": chains, "generations": static.generations,
+            "capacity": make_regime(static).capacity, "bytes_per_chain": per_chain,
+            "chunk_size": chunk, "chunks": -(-chains // chunk),
+        })
+    return {
+        "experiment": exp.name, "model": exp.model, "dtype": "float64" if exp.x64 else "float32",
+        "groups": groups, "compiles": len(groups), "chains": chains * len(groups),
+        "rows": chains * len(groups) * exp.generations, "memory_budget": budget,
+    }
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def format_plan(p: dict) -> str:
+    """The dry-run printout of ``plan``."""
+    lines = [f"plan for {p['experiment']!r} (model {p['model']}, {p['dtype']}): "
+             f"{len(p['groups'])} groups, {p['compiles']} compiles, {p['chains']} chains, "
+             f"{p['rows']} rows; nothing compiled (dry run)"]
+    lines.append(f"  {'regime':22s} {'n':>6s} {'n0':>6s} {'d':>5s} {'chains':>7s} "
+                 f"{'gens':>6s} {'capacity':>9s} {'mem/chain':>10s} {'chunk':>6s} {'chunks':>6s}")
+    for g in p["groups"]:
+        lines.append(f"  {g['regime']:22s} {g['n']:6d} {g['n0']:6d} {g['d']:5d} "
+                     f"{g['chains']:7d} {g['generations']:6d} {g['capacity']:9d} "
+                     f"{_bytes(g['bytes_per_chain']):>10s} {g['chunk_size']:6d} {g['chunks']:6d}")
+    peak = max(g["bytes_per_chain"] * g["chunk_size"] for g in p["groups"])
+    lines.append(f"  peak memory per chunk ~{_bytes(peak)} (budget {_bytes(p['memory_budget'])})")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a config key; repeatable; comma lists sweep")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate and print the plan (groups, memory, compiles); compile nothing")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a different run already in --out")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the same run in --out (refused if --out holds another run)")
+    run.add_argument("--debug", action="store_true", help="print the traceback of a run failure")
     sub.add_parser("list", help="list models, regimes, sources and configs")
     args = parser.parse_args(argv)
     try:
@@ -114,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"collapse-jax: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a run failure: one line, traceback on request
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        text = " ".join(str(e).split())
+        hint = "" if getattr(args, "debug", False) else " (rerun with --debug for the traceback)"
+        print(f"collapse-jax: run failed: {type(e).__name__}: {text}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import ast
 import dataclasses
 import difflib
 import itertools
+import math
+import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -41,6 +43,9 @@ class StaticConfig:
         source: registered real-data source ('' = the model's default).
         subsample: fit size of ``accumulate_subsample`` (None = n0).
         options: model options as sorted ``(name, value)`` pairs (static, e.g. ``unbiased``).
+        dtype: floating dtype of data, parameters and hyperparameters, ``"float32"`` (default) or
+            ``"float64"`` (``Experiment.x64``; needs ``jax_enable_x64``, which ``run_experiment``
+            turns on for the run only).
         lam_max: largest ``lam`` of ``fixed_real_mix`` (fixes the ``ceil(lam_max n0)`` examples
             sampled per generation).
         window: number of synthetic generations the ``window`` regime keeps.
@@ -57,6 +62,7 @@ class StaticConfig:
     source: str = ""
     subsample: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    dtype: str = "float32"
     lam_max: float = 1.0
     window: int = 2
     window_keep_real: bool = True
@@ -65,9 +71,9 @@ class StaticConfig:
         return dict(self.options).get(name, default)
 
 
-def hparams_from(values: Mapping[str, float]) -> dict[str, Any]:
-    """Hyperparameters as float32 scalars (explicit dtype: no weak-type recompiles)."""
-    return {k: jnp.asarray(v, jnp.float32) for k, v in sorted(values.items())}
+def hparams_from(values: Mapping[str, float], dtype: Any = jnp.float32) -> dict[str, Any]:
+    """Hyperparameters as scalars of ``dtype`` (explicit dtype: no weak-type recompiles)."""
+    return {k: jnp.asarray(v, dtype) for k, v in sorted(values.items())}
 
 
 # Fields of an experiment whose value may be a tuple: a sweep compiled once per value.
@@ -96,6 +102,8 @@ class Experiment:
         root_seed: seed of the root key.
         chunk_size: chains per compiled batch (None = choose from the memory estimate).
         description: free text, copied into ``config.json``.
+        x64: run in float64 (``jax_enable_x64`` is enabled for this run only); for the
+            closed-form settings, where float32 rounding would blur the comparison.
         lam_max: static bound of ``fixed_real_mix``'s ``lam`` (see StaticConfig).
         window: generations of synthetic data the ``window`` regime keeps.
         window_keep_real: whether ``window`` keeps D0.
@@ -117,6 +125,7 @@ class Experiment:
     root_seed: int = 0
     chunk_size: int | None = None
     description: str = ""
+    x64: bool = False
     lam_max: float = 1.0
     window: int = 2
     window_keep_real: bool = True
@@ -148,6 +157,7 @@ class Experiment:
                         source=self.source,
                         subsample=self.subsample,
                         options=options,
+                        dtype="float64" if self.x64 else "float32",
                         lam_max=float(self.lam_max),
                         window=self.window,
                         window_keep_real=self.window_keep_real,
@@ -181,46 +191,80 @@ class Experiment:
         Values are Python literals (``10``, ``1e-3``, ``True``, ``'a'``) or comma lists
         (``10,32,100``: a sweep). ``regime=replace`` sets the regimes; ``hparams.sigma=3`` (or
         just ``sigma=3`` when unambiguous) sets a hyperparameter; ``options.unbiased=True`` an
-        option.
+        option. Unknown keys raise ``ConfigError`` with a did-you-mean; values are checked by
+        ``validate``.
 
         >>> e = Experiment(name="x", model="gaussian").override(["seeds=4", "n=10,32"])
         >>> e.seeds, e.n
         (4, (10, 32))
-        """
+        >>> Experiment(name="x", model="gaussian").override(["hparams.sigmaa=2"])
+        Traceback (most recent call last):
+        ...
+        collapse_jax.config.ConfigError: --set hparams.sigmaa=2: unknown key (did you mean 'hparams.sigma'?); known keys: ...
+        """  # noqa: E501
         exp = self
         fields = {f.name for f in dataclasses.fields(self)}
         for item in assignments:
-            if "=" not in item:
-                raise ConfigError(f"--set {item!r}: expected key=value")
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected key=value (e.g. seeds=10)")
             key, raw = item.split("=", 1)
-            key = key.strip()
+            key, raw = key.strip(), raw.strip()
             value = parse_value(raw)
             if key == "regime":
                 key = "regimes"
             if key == "regimes" and not isinstance(value, tuple):
                 value = (value,)
-            if key.startswith("hparams.") or key.startswith("options."):
-                group, sub = key.split(".", 1)
-                exp = dataclasses.replace(exp, **{group: {**getattr(exp, group), sub: value}})
+            hp = known_hparams(exp)
+            opts = known_options(exp)
+            group, _, sub = key.partition(".")
+            if group in ("hparams", "options") and sub:
+                current = getattr(exp, group)
+                if not isinstance(current, Mapping):
+                    raise ConfigError(f"{group}={current!r}: must be a dict of name -> value")
+                allowed = hp if group == "hparams" else opts
+                if _is_model(exp.model) and sub not in allowed:
+                    raise _unknown_key(item, key, fields, hp, opts)
+                exp = dataclasses.replace(exp, **{group: {**current, sub: value}})
             elif key in fields:
                 exp = dataclasses.replace(exp, **{key: value})
+            elif key in hp and isinstance(exp.hparams, Mapping):
+                exp = dataclasses.replace(exp, hparams={**exp.hparams, key: value})
+            elif key in opts and isinstance(exp.options, Mapping):
+                exp = dataclasses.replace(exp, options={**exp.options, key: value})
             else:
-                from collapse_jax.model import get_model_spec
-                from collapse_jax.pool import regime_hparams
-
-                spec = get_model_spec(exp.model) if _is_model(exp.model) else None
-                if key in regime_hparams(exp.regimes):
-                    exp = dataclasses.replace(exp, hparams={**exp.hparams, key: value})
-                elif spec is not None and key in spec.hparams:
-                    exp = dataclasses.replace(exp, hparams={**exp.hparams, key: value})
-                elif spec is not None and key in spec.options:
-                    exp = dataclasses.replace(exp, options={**exp.options, key: value})
-                else:
-                    known = sorted(fields | {"regime"} | set(spec.hparams if spec else ())
-                                   | set(spec.options if spec else ()))
-                    raise ConfigError(f"unknown key {key!r}{did_you_mean(key, known)}; "
-                                      f"known keys: {', '.join(known)}")
+                raise _unknown_key(item, key, fields, hp, opts)
         return exp
+
+
+def known_hparams(exp: Experiment) -> dict[str, float]:
+    """Default values of every hyperparameter ``exp`` may set: its model's and its regimes'
+    (``pool.REGIME_HPARAMS``, where regimes declare theirs)."""
+    from collapse_jax import pool
+    from collapse_jax.model import MODELS
+
+    spec = MODELS.get(exp.model) if isinstance(exp.model, str) else None
+    out = dict(spec.hparams) if spec is not None else {}
+    regime_hparams = getattr(pool, "REGIME_HPARAMS", {})
+    for r in exp.regimes if isinstance(exp.regimes, tuple) else ():
+        if isinstance(r, str):
+            out.update(regime_hparams.get(r, {}))
+    return out
+
+
+def known_options(exp: Experiment) -> dict[str, tuple]:
+    """Allowed values of every static option of ``exp``'s model ({} if unknown)."""
+    from collapse_jax.model import MODELS
+
+    spec = MODELS.get(exp.model) if isinstance(exp.model, str) else None
+    return dict(spec.options) if spec is not None else {}
+
+
+def _unknown_key(item: str, key: str, fields, hp, opts) -> ConfigError:
+    known = sorted(fields | {"regime"}) + [f"hparams.{k}" for k in sorted(hp)] + [
+        f"options.{k}" for k in sorted(opts)]
+    candidates = known + sorted(hp) + sorted(opts)
+    return ConfigError(f"--set {item}: unknown key{did_you_mean(key, candidates)}; "
+                       f"known keys: {', '.join(known)}")
 
 
 def parse_value(raw: str) -> Any:
@@ -261,88 +305,235 @@ def _jsonable(v: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
+# Hyperparameter ranges
+
+
+class HparamRange(NamedTuple):
+    """An interval of allowed hyperparameter values, e.g. ``[0, 1]`` or ``(0, inf)``.
+
+    >>> str(POSITIVE), str(UNIT), UNIT.contains(1.0), POSITIVE.contains(0.0)
+    ('(0, inf)', '[0, 1]', True, False)
+    """
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo if (self.lo_open or self.lo == -math.inf) else x >= self.lo
+        below = x < self.hi if (self.hi_open or self.hi == math.inf) else x <= self.hi
+        return bool(above and below)
+
+    def __str__(self) -> str:
+        left = "(" if (self.lo_open or self.lo == -math.inf) else "["
+        right = ")" if (self.hi_open or self.hi == math.inf) else "]"
+        return f"{left}{_fmt(self.lo)}, {_fmt(self.hi)}{right}"
+
+
+def _fmt(x: float) -> str:
+    return "inf" if x == math.inf else "-inf" if x == -math.inf else f"{x:g}"
+
+
+POSITIVE = HparamRange(0.0, math.inf, lo_open=True)
+NONNEGATIVE = HparamRange(0.0, math.inf)
+UNIT = HparamRange(0.0, 1.0)
+
+#: Allowed range of hyperparameters by name, for names shared across families (regimes declare
+#: theirs here with ``declare_hparam_range``); a model's own ``ranges`` take precedence.
+HPARAM_RANGES: dict[str, HparamRange] = {"lam": NONNEGATIVE, "rho": UNIT}
+
+
+def as_range(r: HparamRange | tuple[float, float]) -> HparamRange:
+    """A ``HparamRange`` from a ``(lo, hi)`` pair (closed) or a ``HparamRange``."""
+    return r if isinstance(r, HparamRange) else HparamRange(float(r[0]), float(r[1]))
+
+
+def declare_hparam_range(name: str, r: HparamRange | tuple[float, float]) -> None:
+    """Declare the allowed values of hyperparameter ``name`` (e.g. a regime's mixing fraction)."""
+    HPARAM_RANGES[name] = as_range(r)
+
+
+def experiment_hparam_range(exp: Experiment, name: str) -> HparamRange | None:
+    """The allowed range of hyperparameter ``name`` in ``exp``: ``hparam_range``, narrowed by
+    static bounds the experiment sets (``lam`` lies in ``[0, lam_max]``)."""
+    if name == "lam" and hasattr(exp, "lam_max"):
+        return HparamRange(0.0, float(exp.lam_max))
+    return hparam_range(exp.model, name)
+
+
+def hparam_range(model: str, name: str) -> HparamRange | None:
+    """The allowed range of ``name`` for ``model``: the model's declaration, else the shared one."""
+    from collapse_jax.model import MODELS
+
+    spec = MODELS.get(model)
+    if spec is not None and name in spec.ranges:
+        return as_range(spec.ranges[name])
+    return HPARAM_RANGES.get(name)
+
+
+#: Model families that compute in ``StaticConfig.dtype`` (and so support ``x64=True``); a family
+#: declares itself with ``declare_float64(name)`` once it uses the configured dtype throughout.
+FLOAT64_MODELS: set[str] = set()
+
+
+def declare_float64(model: str) -> None:
+    """Declare that ``model`` computes in ``static.dtype`` (float64 runs are meaningful)."""
+    FLOAT64_MODELS.add(model)
+
+
+# ----------------------------------------------------------------------------------------------
 # Validation
 
+#: Largest pool capacity: slots are indexed with int32.
+MAX_CAPACITY = 2**31 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_TINY = 1.1754943508222875e-38
 
-def _check_int(field: str, value: Any, lo: int = 1, allow_tuple: bool = False) -> None:
-    values = value if (allow_tuple and isinstance(value, tuple)) else (value,)
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_int(
+    field: str, value: Any, lo: int = 1, allow_tuple: bool = False, hi: int | None = None
+) -> None:
     if allow_tuple and isinstance(value, tuple) and not value:
         raise ConfigError(f"{field}=(): an empty sweep; give at least one value")
+    values = value if (allow_tuple and isinstance(value, tuple)) else (value,)
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
+        if not _is_int(v):
             kind = "an integer or a tuple of integers" if allow_tuple else "an integer"
-            raise ConfigError(f"{field}={v!r}: must be {kind} >= {lo}")
+            hint = " (a sweep is a tuple, e.g. (10, 32))" if isinstance(v, list) else ""
+            raise ConfigError(f"{field}={v!r}: must be {kind} >= {lo}{hint}")
         if v < lo:
             raise ConfigError(f"{field}={v}: must be >= {lo}")
+        if hi is not None and v > hi:
+            raise ConfigError(f"{field}={v}: must be <= {hi}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{field}={value!r}: repeated values in a sweep; list each once")
+
+
+def _check_str(field: str, value: Any, nonempty: bool = False) -> None:
+    if not isinstance(value, str) or (nonempty and not value):
+        kind = "a non-empty string" if nonempty else "a string"
+        raise ConfigError(f"{field}={value!r}: must be {kind}")
+
+
+def _check_mapping(field: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{field}={value!r}: must be a dict of name -> value")
+    for k in value:
+        if not isinstance(k, str):
+            raise ConfigError(f"{field}: key {k!r} must be a string")
+
+
+def _check_hparam(field: str, x: Any, rng: HparamRange | None, x64: bool) -> None:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise ConfigError(f"{field}={x!r}: must be a number or a tuple of numbers")
+    if not math.isfinite(x):
+        raise ConfigError(f"{field}={x!r}: must be finite")
+    if rng is not None and not rng.contains(x):
+        raise ConfigError(f"{field}={x!r}: must lie in {rng}")
+    if not x64 and abs(x) > _FLOAT32_MAX:
+        raise ConfigError(f"{field}={x!r}: overflows float32 (max 3.4e+38); set x64=True")
+    if not x64 and 0 < abs(x) < _FLOAT32_TINY:
+        raise ConfigError(f"{field}={x!r}: underflows float32 (smallest normal 1.2e-38); "
+                          f"use 0, a larger value, or x64=True")
 
 
 def validate(exp: Experiment) -> Experiment:
     """Check an experiment on the host; raise ``ConfigError`` naming the first bad field.
 
-    Returns the experiment unchanged so calls chain. Model-specific checks (e.g. n > d) are
-    delegated to the model's ``check`` hook for every static combination.
+    Every message is one line: the field, the value and what is allowed. Nothing is traced or
+    compiled. Returns the experiment unchanged so calls chain. Model-specific checks (e.g.
+    n > d) are delegated to the model's ``check`` hook for every static combination.
+
+    >>> validate(Experiment(name="x", model="gaussian", seeds="ten"))
+    Traceback (most recent call last):
+    ...
+    collapse_jax.config.ConfigError: seeds='ten': must be an integer >= 1
     """
     from collapse_jax.model import MODELS, SOURCES
-    from collapse_jax.pool import REGIMES, regime_hparams
+    from collapse_jax.pool import REGIMES
 
-    if not isinstance(exp.name, str) or not exp.name:
-        raise ConfigError(f"name={exp.name!r}: must be a non-empty string")
-    if exp.model not in MODELS:
+    if not isinstance(exp, Experiment):
+        raise ConfigError(f"config: expected an Experiment, got {type(exp).__name__}")
+    _check_str("name", exp.name, nonempty=True)
+    if not isinstance(exp.model, str) or exp.model not in MODELS:
         raise ConfigError(
             f"model={exp.model!r}: unknown{did_you_mean(str(exp.model), list(MODELS))}; "
             f"allowed: {', '.join(sorted(MODELS))}"
         )
     spec = MODELS[exp.model]
-    if isinstance(exp.regimes, str) or not isinstance(exp.regimes, tuple) or not exp.regimes:
+    if isinstance(exp.regimes, str):
+        raise ConfigError(
+            f"regimes={exp.regimes!r}: must be a tuple of regime names, e.g. ({exp.regimes!r},)"
+        )
+    if not isinstance(exp.regimes, tuple) or not exp.regimes:
         raise ConfigError(f"regimes={exp.regimes!r}: must be a non-empty tuple of regime names")
     for r in exp.regimes:
-        if r not in REGIMES:
+        if not isinstance(r, str) or r not in REGIMES:
             raise ConfigError(
                 f"regime={r!r}: unknown{did_you_mean(str(r), list(REGIMES))}; "
                 f"allowed: {', '.join(REGIMES)}"
             )
-    _check_int("seeds", exp.seeds)
-    _check_int("generations", exp.generations)
+    if len(set(exp.regimes)) != len(exp.regimes):
+        raise ConfigError(f"regimes={exp.regimes!r}: repeated regime; list each once")
+    _check_int("seeds", exp.seeds, hi=MAX_CAPACITY)
+    _check_int("generations", exp.generations, hi=2**30)
     _check_int("n", exp.n, allow_tuple=True)
     if exp.n0 is not None:
         _check_int("n0", exp.n0, allow_tuple=True)
     _check_int("d", exp.d, allow_tuple=True)
     _check_int("n_test", exp.n_test)
-    _check_int("root_seed", exp.root_seed, lo=0)
+    _check_int("root_seed", exp.root_seed, lo=0, hi=2**63 - 1)
     if exp.subsample is not None:
         _check_int("subsample", exp.subsample)
     if exp.chunk_size is not None:
         _check_int("chunk_size", exp.chunk_size)
+    _check_str("source", exp.source)
+    _check_str("description", exp.description)
+    if not isinstance(exp.x64, bool):
+        raise ConfigError(f"x64={exp.x64!r}: must be True or False")
+    if exp.x64 and exp.model not in FLOAT64_MODELS:
+        raise ConfigError(
+            f"x64=True: model {exp.model!r} computes in float32 only; float64 runs are "
+            f"supported for {', '.join(sorted(FLOAT64_MODELS)) or '(none)'}"
+        )
     if exp.source and exp.source not in SOURCES:
         raise ConfigError(
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "
             f"allowed: {', '.join(sorted(SOURCES))}"
         )
-    if isinstance(exp.lam_max, bool) or not isinstance(exp.lam_max, int | float) or not (
-        exp.lam_max > 0
+    if isinstance(exp.lam_max, bool) or not isinstance(exp.lam_max, numbers.Real) or not (
+        0 < exp.lam_max < math.inf
     ):
-        raise ConfigError(f"lam_max={exp.lam_max!r}: must be a number > 0")
+        raise ConfigError(f"lam_max={exp.lam_max!r}: must be a finite number > 0")
     _check_int("window", exp.window)
     if not isinstance(exp.window_keep_real, bool):
         raise ConfigError(f"window_keep_real={exp.window_keep_real!r}: must be True or False")
-    allowed_hp = {**spec.hparams, **regime_hparams(exp.regimes)}
+    _check_mapping("hparams", exp.hparams)
+    allowed_hp = known_hparams(exp)
     for k, v in exp.hparams.items():
         if k not in allowed_hp:
             raise ConfigError(
-                f"hparams.{k}: not a hyperparameter of model {exp.model!r} or of regimes "
-                f"{', '.join(exp.regimes)}{did_you_mean(k, list(allowed_hp))}; allowed: "
+                f"hparams.{k}: not a hyperparameter of model {exp.model!r} or of its regimes"
+                f"{did_you_mean(k, list(allowed_hp))}; allowed: "
                 f"{', '.join(sorted(allowed_hp)) or '(none)'}"
             )
+        if isinstance(v, tuple) and not v:
+            raise ConfigError(f"hparams.{k}=(): an empty sweep; give at least one value")
         for x in _as_tuple(v):
-            if isinstance(x, bool) or not isinstance(x, int | float):
-                raise ConfigError(f"hparams.{k}={x!r}: must be a number or a tuple of numbers")
-            if k == "lam" and not 0 <= x <= exp.lam_max:
+            if k == "lam" and isinstance(x, int | float) and not 0 <= x <= exp.lam_max:
                 raise ConfigError(
                     f"hparams.lam={x}: must lie in [0, lam_max={exp.lam_max}] (lam_max is static: "
                     f"it fixes the ceil(lam_max * n0) examples sampled per generation)"
                 )
-            if k == "rho" and not 0 <= x <= 1:
-                raise ConfigError(f"hparams.rho={x}: must lie in [0, 1] (fraction of fresh data)")
+            _check_hparam(f"hparams.{k}", x, hparam_range(exp.model, k), exp.x64)
+        if isinstance(v, tuple) and len(set(v)) != len(v):
+            raise ConfigError(f"hparams.{k}={v!r}: repeated values in a sweep; list each once")
+    _check_mapping("options", exp.options)
     for k, v in exp.options.items():
         if k not in spec.options:
             raise ConfigError(
@@ -351,17 +542,15 @@ def validate(exp: Experiment) -> Experiment:
                 f"{', '.join(sorted(spec.options)) or '(none)'}"
             )
         allowed = spec.options[k]
-        if v not in allowed:
+        if not any(v == a and type(v) is type(a) for a in allowed):
             raise ConfigError(f"options.{k}={v!r}: allowed values are {list(allowed)}")
+    if exp.subsample is not None and "accumulate_subsample" not in exp.regimes:
+        raise ConfigError(
+            f"subsample={exp.subsample}: only the accumulate_subsample regime uses it, and "
+            f"regimes={exp.regimes!r} does not include it; drop subsample or add that regime"
+        )
     for static in exp.statics():
-        if static.subsample is not None and static.regime == "accumulate_subsample":
-            cap = static.n0 + (static.generations - 1) * static.n
-            if static.subsample > cap:
-                raise ConfigError(
-                    f"subsample={static.subsample}: larger than the accumulated pool "
-                    f"(capacity {cap} for n0={static.n0}, n={static.n}, "
-                    f"generations={static.generations})"
-                )
+        _check_static(static)
         if spec.check is not None:
             spec.check(static)
         if static.regime == "fresh_real_mix":
@@ -369,3 +558,26 @@ def validate(exp: Experiment) -> Experiment:
 
             make_source(static)  # raises when the source cannot draw fresh real data
     return exp
+
+
+def _check_static(static: StaticConfig) -> None:
+    """Impossible size combinations of one StaticConfig (the regime's own checks included)."""
+    from collapse_jax.pool import REGIMES
+
+    sizes = f"n0={static.n0}, n={static.n}, generations={static.generations}"
+    if static.subsample is not None and static.regime == "accumulate_subsample":
+        cap = static.n0 + (static.generations - 1) * static.n
+        if static.subsample > cap:
+            raise ConfigError(
+                f"subsample={static.subsample}: larger than the accumulated pool "
+                f"(capacity {cap} for {sizes}); use subsample <= {cap}"
+            )
+    try:
+        regime = REGIMES[static.regime](static)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"regime={static.regime!r} with {sizes}: {e}") from None
+    if regime.capacity > MAX_CAPACITY:
+        raise ConfigError(
+            f"regime={static.regime!r} with {sizes}: pool capacity {regime.capacity} exceeds "
+            f"{MAX_CAPACITY} (int32 slot indices); use fewer generations or a smaller n"
+        )

@@ -8,6 +8,7 @@ regimes and hyperparameter values are compared on the same real data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from collapse_jax import theory
+from collapse_jax.chain import FLAGS
 from collapse_jax.config import ConfigError, Experiment, StaticConfig, validate
 from collapse_jax.model import get_model_spec, make_source
 from collapse_jax.pool import regime_hparams
@@ -80,6 +82,7 @@ def run_experiment(
     exp: Experiment,
     *,
     progress: bool | Callable[[str, int, int], None] = False,
+    on_group: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None,
 ) -> Results:
     """Run every chain an experiment describes and return the tidy table.
 
@@ -87,6 +90,9 @@ def run_experiment(
         exp: the experiment (validated here first: bad input raises ``ConfigError`` before any
             compile).
         progress: True for a tqdm bar on stderr, or a callable ``(group, done, total)``.
+        on_group: called with ``(rows, group_info)`` as soon as each StaticConfig group has
+            finished, e.g. to write its rows to disk so an error in a later group loses nothing
+            (``results.GroupWriter``).
 
     Returns:
         Results with one row per chain x generation.
@@ -103,20 +109,20 @@ def run_experiment(
     grid = exp.hparam_grid({**spec.hparams, **regime_hparams(exp.regimes)})
     seeds = np.arange(exp.seeds, dtype=np.int32)
     ids = np.tile(seeds, len(grid))
-    hp = {k: np.repeat(np.asarray([g[k] for g in grid], np.float32), exp.seeds) for k in grid[0]}
+    hp = {k: np.repeat(np.asarray([g[k] for g in grid], np.float64), exp.seeds) for k in grid[0]}
     statics = exp.statics()
+    all_args = [load_source_args(s) for s in statics]  # bad data files fail before any compile
     total = len(statics) * len(ids)
     report = _progress_callback(progress, total)
 
     frames, groups = [], []
-    for i, static in enumerate(statics):
-        source = make_source(static)
-        args = source.load(static)
+    for i, (static, args) in enumerate(zip(statics, all_args, strict=True)):
         label = _group_label(static, swept)
-        res = run_sweep(
-            static, jax.random.key(exp.root_seed), ids, hp, args, chunk_size=exp.chunk_size,
-            progress=lambda done, i=i, label=label: report(label, i * len(ids) + done),
-        )
+        with precision(exp.x64):
+            res = run_sweep(
+                static, jax.random.key(exp.root_seed), ids, hp, args, chunk_size=exp.chunk_size,
+                progress=lambda done, i=i, label=label: report(label, i * len(ids) + done),
+            )
         if res.overflow.any():
             raise RuntimeError(
                 f"pool overflow in {int(res.overflow.sum())} chains of {label}: the regime's "
@@ -129,13 +135,56 @@ def run_experiment(
             "chains": int(len(ids)), "chunk_size": res.chunk_size,
             "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
         })
+        if on_group is not None:
+            on_group(frames[-1], groups[-1])
     report(None, total)
     table = pd.concat(frames, ignore_index=True)
-    metrics = tuple(m for m in spec.metrics if m in table) + tuple(
+    metrics = tuple(m for m in spec.metrics if m in table and m not in FLAGS) + tuple(
         c for c in table.columns if c not in ID_COLUMNS and c not in swept
-        and c not in spec.metrics
+        and c not in spec.metrics and c not in FLAGS
     )
     return Results(table, exp, groups, metrics, tuple(swept))
+
+
+def precision(x64: bool):
+    """A context enabling ``jax_enable_x64`` for a float64 run (nothing for float32).
+
+    The flag is restored on exit, so a float64 run never changes later float32 work.
+    """
+    return jax.enable_x64(True) if x64 else contextlib.nullcontext()
+
+
+def load_source_args(static: StaticConfig) -> Any:
+    """``Source.load(static)``, with a missing or malformed data file reported as ConfigError."""
+    name = static.source or get_model_spec(static.model).source
+    try:
+        return make_source(static).load(static)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ConfigError(f"source={name!r}: cannot load its data: {type(e).__name__}: "
+                          f"{_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def flag_counts(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> dict[str, Any]:
+    """How many chains hit each flag (``FLAGS``) at any generation, overall and per regime.
+
+    Returns ``{"chains": N, "collapsed": k, "nonfinite": k, "by_regime": {regime: {...}}}``.
+    """
+    present = [f for f in FLAGS if f in table]
+    keys = ["regime", *swept, "seed"]
+    per_chain = table.groupby(keys, sort=False)[present].any()
+    out: dict[str, Any] = {"chains": int(len(per_chain))}
+    out.update({f: int(per_chain[f].sum()) for f in present})
+    out["by_regime"] = {
+        str(r): {"chains": int(len(f)), **{k: int(f[k].sum()) for k in present}}
+        for r, f in per_chain.groupby(level="regime", sort=False)
+    }
+    return out
 
 
 def _group_label(static: StaticConfig, swept: dict[str, tuple]) -> str:
@@ -155,7 +204,7 @@ def _frame(exp, static, swept, ids, hp, metrics) -> pd.DataFrame:
     for k in swept:
         cols[k] = getattr(static, k) if k in ("n", "n0", "d") else np.repeat(hp[k], gens)
     for k, v in metrics.items():
-        cols[k] = v.reshape(-1)
+        cols[k] = v.reshape(-1).astype(bool) if k in FLAGS else v.reshape(-1)
     return pd.DataFrame(cols)
 
 

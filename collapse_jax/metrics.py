@@ -52,15 +52,17 @@ def gaussian_w2(
 
 
 def gaussian_nll(
-    x: Float[Array, "m d"], mu: Float[Array, " d"], cov: Float[Array, "d d"], ridge: float = 1e-6
+    x: Float[Array, "m d"], mu: Float[Array, " d"], cov: Float[Array, "d d"], ridge: float = 1e-6,
+    floor: float | Array = 0.0,
 ) -> Float[Array, ""]:
-    """Mean negative log-likelihood of rows of ``x`` under N(mu, cov + ridge * (tr/d) I).
+    """Mean negative log-likelihood of rows of ``x`` under N(mu, cov + (ridge * tr/d + floor) I).
 
-    The relative ridge keeps the value finite when ``cov`` is singular.
+    The relative ridge keeps the value finite when ``cov`` is singular; the absolute variance
+    ``floor`` keeps it finite when ``cov`` is exactly 0 (a collapsed fit).
     """
     d = mu.shape[0]
     scale = jnp.maximum(jnp.trace(cov) / d, jnp.finfo(cov.dtype).tiny)
-    c = cov + (ridge * scale) * jnp.eye(d, dtype=cov.dtype)
+    c = cov + (ridge * scale + floor) * jnp.eye(d, dtype=cov.dtype)
     chol = jnp.linalg.cholesky(c)
     z = jax.scipy.linalg.solve_triangular(chol, (x - mu[None, :]).T, lower=True)
     maha = jnp.sum(z**2, axis=0)

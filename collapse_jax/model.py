@@ -12,6 +12,9 @@ float32 scalars passed to every call, so a vmapped sweep over them compiles once
   access to fixed parts of the setting (e.g. the design matrix of linear regression).
 - ``evaluate(params, real, hparams) -> metrics``: a dict of float32 scalars on held-out real data
   (``real.test``) and, where known, the true distribution (``real.truth``).
+- ``collapsed(params, real, hparams) -> bool`` (optional): the family's own degeneracy test (e.g.
+  a Gaussian whose covariance trace fell below a floor); ``chain.py`` records it per generation as
+  the ``collapsed`` flag (False when a family does not define it).
 
 A ``Source`` makes the real data of one chain: ``draw(key, hparams, args) -> RealData`` runs
 inside ``jit`` (vmapped over chains); ``args`` is a host pytree loaded once (``load(static)``),
@@ -39,6 +42,7 @@ class GenerativeModel(NamedTuple):
     fit: Callable[[PRNGKey, Pool, Params, Hparams], Params]
     sample: Callable[[PRNGKey, Params, RealData, Hparams, int], Data]
     evaluate: Callable[[Params, RealData, Hparams], Metrics]
+    collapsed: Callable[[Params, RealData, Hparams], Any] | None = None
 
 
 class Source(NamedTuple):
@@ -70,6 +74,8 @@ class ModelSpec:
         options: static options, each with its allowed values (the first is the default).
         metrics: metric names ``evaluate`` returns, in display order.
         check: optional ``StaticConfig -> None`` raising ``ConfigError`` on impossible sizes.
+        ranges: allowed values of hyperparameters, name -> ``(lo, hi)`` (closed) or a
+            ``config.HparamRange``; ``validate`` checks every configured value against them.
         doc: one line for ``collapse-jax list``.
         example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
             contract tests run the family with; keep them tiny (CPU CI).
@@ -84,6 +90,7 @@ class ModelSpec:
     check: Callable[[StaticConfig], None] | None = None
     doc: str = ""
     example: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    ranges: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -100,13 +107,14 @@ def register_model(
     check: Callable[[StaticConfig], None] | None = None,
     doc: str = "",
     example: Mapping[str, Any] | None = None,
+    ranges: Mapping[str, Any] | None = None,
 ) -> Callable:
     """Decorator registering a model factory under ``name``."""
 
     def deco(factory: Callable[[StaticConfig], GenerativeModel]):
         MODELS[name] = ModelSpec(
             name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc,
-            dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}),
+            dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}), dict(ranges or {}),
         )
         return factory
 

@@ -72,7 +72,8 @@ def state_shapes(static: StaticConfig, args: PyTree) -> tuple[ChainState, Metric
     chain = make_chain(static)
     from collapse_jax.model import get_model_spec
 
-    hp = {k: jax.ShapeDtypeStruct((), jnp.float32) for k in get_model_spec(static.model).hparams}
+    dt = jnp.dtype(static.dtype)
+    hp = {k: jax.ShapeDtypeStruct((), dt) for k in get_model_spec(static.model).hparams}
     return jax.eval_shape(
         lambda k, h, a: run_chain(chain, k, h, a), jax.random.key(0), hp, args
     )
@@ -136,7 +137,7 @@ def run_sweep(
         static: shapes of the chain.
         root: root key; chain i uses ``fold_in(root, chain_ids[i])``.
         chain_ids: ``[C]`` integers (the seed of each chain).
-        hparams: name -> ``[C]`` float32 values, one per chain.
+        hparams: name -> ``[C]`` values, one per chain (cast to ``static.dtype``).
         args: the source's host data (``Source.load``), shared by every chain.
         chunk_size: chains per batch; None chooses from the memory estimate. The last chunk is
             padded (with copies of its last chain) so every chunk reuses one compiled program.
@@ -147,7 +148,7 @@ def run_sweep(
     """
     ids = np.asarray(chain_ids, dtype=np.int32)
     num = ids.shape[0]
-    hp = {k: np.broadcast_to(np.asarray(v, np.float32), (num,)) for k, v in hparams.items()}
+    hp = {k: np.broadcast_to(np.asarray(v, static.dtype), (num,)) for k, v in hparams.items()}
     chunk = chunk_size or choose_chunk_size(static, args, num)
     chunk = min(chunk, num)
     fn = compiled_sweep_fn(static)

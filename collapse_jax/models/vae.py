@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
 from collapse_jax.data.images import IMAGE_SOURCES
 from collapse_jax.fitting import FitConfig, make_sgd_fit
 from collapse_jax.model import GenerativeModel, register_model
@@ -133,6 +133,7 @@ _OPTIONS = {
     "vae",
     source="digits",
     hparams={"lr": 1e-3},
+    ranges={"lr": POSITIVE},
     options=_OPTIONS,
     metrics=("neg_elbo", "recon", "kl", "label_entropy", "class_coverage", "confidence", "mmd",
              "train_loss", "wasted_step_fraction"),

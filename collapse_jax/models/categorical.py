@@ -16,7 +16,7 @@ Metrics (generation g):
     entropy: Shannon entropy of the fitted p (nats).
     collision: collision probability ``sum p^2`` (closed form in ``theory.py``).
     survivors: number of outcomes with p > 0.
-    collapsed: 1.0 when a single outcome is left.
+    collapsed: (the chain's flag, from ``GenerativeModel.collapsed``) a single outcome is left.
     tv: total-variation distance to the true p.
     missing_mass: true probability of the outcomes the fit has lost.
 
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.config import NONNEGATIVE, POSITIVE, UNIT, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.pool import origin_weights, sample_weighted_indices
 from collapse_jax.types import RealData
@@ -95,8 +95,9 @@ def _check(static: StaticConfig) -> None:
     "categorical",
     source="categorical",
     hparams={"alpha": 1.0, "temperature": 1.0, "min_p": 0.0, "real_weight": 1.0},
+    ranges={"alpha": POSITIVE, "temperature": POSITIVE, "min_p": UNIT, "real_weight": NONNEGATIVE},
     options={"prior": PRIORS},
-    metrics=("entropy", "collision", "survivors", "collapsed", "tv", "missing_mass"),
+    metrics=("entropy", "collision", "survivors", "tv", "missing_mass"),
     check=_check,
     doc="K-outcome categorical (K = d): empirical frequencies, multinomial resampling",
     example={"n0": 16, "n": 16, "d": 5, "n_test": 16},
@@ -136,12 +137,15 @@ def make_categorical(static: StaticConfig) -> GenerativeModel:
             "entropy": -jnp.sum(jnp.where(alive, p * jnp.log(jnp.where(alive, p, 1.0)), 0.0)),
             "collision": jnp.sum(p**2),
             "survivors": survivors,
-            "collapsed": (survivors <= 1.0).astype(jnp.float32),
             "tv": 0.5 * jnp.sum(jnp.abs(p - p_true)),
             "missing_mass": jnp.sum(jnp.where(alive, 0.0, p_true)),
         }
 
-    return GenerativeModel(init, fit, sample, evaluate)
+    def collapsed(params, real, hparams):
+        del real, hparams
+        return jnp.sum(params["p"] > 0) <= 1
+
+    return GenerativeModel(init, fit, sample, evaluate, collapsed)
 
 
 def first_collapse(table, by: Sequence[str] = ("regime", "seed")):

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.pool import masked_cov, origin_weights
 from collapse_jax.pool import sample_weighted_indices as _sample_idx
@@ -182,6 +182,8 @@ def _check(static: StaticConfig) -> None:
     "gmm",
     source="mixture",
     hparams={"sigma": 0.5, "radius": 3.0, "scale": 1.0, "real_weight": 1.0, "noise": 0.05},
+    ranges={"sigma": POSITIVE, "radius": NONNEGATIVE, "scale": NONNEGATIVE, "real_weight": NONNEGATIVE,
+            "noise": NONNEGATIVE},
     options={
         "components": (3, 1, 2, 4, 5, 8, 10),
         "covariance": ("full", "diag"),

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.pool import compact, masked_cov, max_view_count, origin_weights
 from collapse_jax.pool import sample_weighted_indices as _sample_idx
@@ -159,6 +159,7 @@ def _check(static: StaticConfig) -> None:
     "kde",
     source="moons",
     hparams={"h": 0.1, "scale": 1.0, "real_weight": 1.0, "noise": 0.05},
+    ranges={"h": POSITIVE, "scale": NONNEGATIVE, "real_weight": NONNEGATIVE, "noise": NONNEGATIVE},
     options={"bandwidth": ("fixed", "scott", "silverman")},
     metrics=("nll", "bandwidth", "var_ratio"),
     check=_check,

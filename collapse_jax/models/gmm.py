@@ -182,8 +182,8 @@ def _check(static: StaticConfig) -> None:
     "gmm",
     source="mixture",
     hparams={"sigma": 0.5, "radius": 3.0, "scale": 1.0, "real_weight": 1.0, "noise": 0.05},
-    ranges={"sigma": POSITIVE, "radius": NONNEGATIVE, "scale": NONNEGATIVE, "real_weight": NONNEGATIVE,
-            "noise": NONNEGATIVE},
+    ranges={"sigma": POSITIVE, "radius": NONNEGATIVE, "scale": NONNEGATIVE,
+            "real_weight": NONNEGATIVE, "noise": NONNEGATIVE},
     options={
         "components": (3, 1, 2, 4, 5, 8, 10),
         "covariance": ("full", "diag"),

@@ -103,16 +103,24 @@ def step(
     chain_key: PRNGKey,
     hparams: Hparams,
     real: RealData,
+    args: PyTree = None,
 ) -> tuple[ChainState, Metrics]:
     """Generation g >= 1: sample from model g - 1, update the pool by the regime, refit and
-    evaluate."""
+    evaluate.
+
+    ``args`` (the source's host data) is needed only by regimes that draw fresh real data.
+    """
     k_sample, k_update, k_view, k_fit = jax.random.split(
         jax.random.fold_in(chain_key, generation), 4
     )
     synthetic = chain.model.sample(
         k_sample, state.params, real, hparams, chain.regime.n_synthetic
     )
-    pool = chain.regime.update(state.pool, synthetic, generation, k_update, hparams)
+    extra = {}
+    if chain.regime.n_fresh:  # fresh_real_mix: new real data from the source every generation
+        k_update, k_fresh = jax.random.split(k_update)
+        extra["fresh"] = chain.source.fresh(k_fresh, hparams, args, real, chain.regime.n_fresh)
+    pool = chain.regime.update(state.pool, synthetic, generation, k_update, hparams, **extra)
     view = chain.regime.view(pool, k_view, hparams)
     params = chain.model.fit(k_fit, view, state.params, hparams)
     return ChainState(pool, params), _evaluate(chain, params, real, hparams, view)
@@ -126,6 +134,7 @@ def advance(
     chain_key: PRNGKey,
     hparams: Hparams,
     real: RealData,
+    args: PyTree = None,
 ) -> tuple[ChainState, Metrics]:
     """Run generations ``start .. start + length - 1`` (all >= 1) as one ``lax.scan``.
 
@@ -135,7 +144,7 @@ def advance(
     gens = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
 
     def body(s, g):
-        return step(chain, s, g, chain_key, hparams, real)
+        return step(chain, s, g, chain_key, hparams, real, args)
 
     return jax.lax.scan(body, state, gens)
 
@@ -160,6 +169,8 @@ def run_chain(
     """
     real = draw_real(chain, chain_key, hparams, args)
     state, m0 = init(chain, chain_key, hparams, real)
-    state, ms = advance(chain, state, 1, chain.static.generations - 1, chain_key, hparams, real)
+    state, ms = advance(
+        chain, state, 1, chain.static.generations - 1, chain_key, hparams, real, args
+    )
     metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), m0, ms)
     return state, metrics

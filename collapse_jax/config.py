@@ -46,6 +46,10 @@ class StaticConfig:
         dtype: floating dtype of data, parameters and hyperparameters, ``"float32"`` (default) or
             ``"float64"`` (``Experiment.x64``; needs ``jax_enable_x64``, which ``run_experiment``
             turns on for the run only).
+        lam_max: largest ``lam`` of ``fixed_real_mix`` (fixes the ``ceil(lam_max n0)`` examples
+            sampled per generation).
+        window: number of synthetic generations the ``window`` regime keeps.
+        window_keep_real: whether the ``window`` regime keeps D0.
     """
 
     model: str
@@ -59,6 +63,9 @@ class StaticConfig:
     subsample: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
     dtype: str = "float32"
+    lam_max: float = 1.0
+    window: int = 2
+    window_keep_real: bool = True
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
@@ -94,7 +101,8 @@ class Experiment:
         n_test: held-out real examples per chain.
         subsample: fit size for ``accumulate_subsample`` (None = n0).
         source: real-data source ('' = model default).
-        hparams: hyperparameter overrides; a tuple of values is a vmapped sweep (no recompile).
+        hparams: hyperparameter overrides (of the model or of the regimes, see
+            ``pool.REGIME_HPARAMS``); a tuple of values is a vmapped sweep (no recompile).
         options: static model options (e.g. ``{"unbiased": True}``).
         root_seed: seed of the root key.
         chunk_size: chains per compiled batch over all devices (None = choose from the memory
@@ -107,6 +115,9 @@ class Experiment:
         description: free text, copied into ``config.json``.
         x64: run in float64 (``jax_enable_x64`` is enabled for this run only); for the
             closed-form settings, where float32 rounding would blur the comparison.
+        lam_max: static bound of ``fixed_real_mix``'s ``lam`` (see StaticConfig).
+        window: generations of synthetic data the ``window`` regime keeps.
+        window_keep_real: whether ``window`` keeps D0.
     """
 
     name: str
@@ -129,6 +140,9 @@ class Experiment:
     checkpoint_seconds: float = 30.0
     description: str = ""
     x64: bool = False
+    lam_max: float = 1.0
+    window: int = 2
+    window_keep_real: bool = True
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -158,6 +172,9 @@ class Experiment:
                         subsample=self.subsample,
                         options=options,
                         dtype="float64" if self.x64 else "float32",
+                        lam_max=float(self.lam_max),
+                        window=self.window,
+                        window_keep_real=self.window_keep_real,
                     )
                 )
         return out
@@ -338,7 +355,7 @@ UNIT = HparamRange(0.0, 1.0)
 
 #: Allowed range of hyperparameters by name, for names shared across families (regimes declare
 #: theirs here with ``declare_hparam_range``); a model's own ``ranges`` take precedence.
-HPARAM_RANGES: dict[str, HparamRange] = {"lam": UNIT, "rho": UNIT}
+HPARAM_RANGES: dict[str, HparamRange] = {"lam": NONNEGATIVE, "rho": UNIT}
 
 
 def as_range(r: HparamRange | tuple[float, float]) -> HparamRange:
@@ -509,6 +526,13 @@ def validate(exp: Experiment) -> Experiment:
             f"source={exp.source!r}: unknown{did_you_mean(exp.source, list(SOURCES))}; "
             f"allowed: {', '.join(sorted(SOURCES))}"
         )
+    if isinstance(exp.lam_max, bool) or not isinstance(exp.lam_max, numbers.Real) or not (
+        0 < exp.lam_max < math.inf
+    ):
+        raise ConfigError(f"lam_max={exp.lam_max!r}: must be a finite number > 0")
+    _check_int("window", exp.window)
+    if not isinstance(exp.window_keep_real, bool):
+        raise ConfigError(f"window_keep_real={exp.window_keep_real!r}: must be True or False")
     _check_mapping("hparams", exp.hparams)
     allowed_hp = known_hparams(exp)
     for k, v in exp.hparams.items():
@@ -521,6 +545,11 @@ def validate(exp: Experiment) -> Experiment:
         if isinstance(v, tuple) and not v:
             raise ConfigError(f"hparams.{k}=(): an empty sweep; give at least one value")
         for x in _as_tuple(v):
+            if k == "lam" and isinstance(x, int | float) and not 0 <= x <= exp.lam_max:
+                raise ConfigError(
+                    f"hparams.lam={x}: must lie in [0, lam_max={exp.lam_max}] (lam_max is static: "
+                    f"it fixes the ceil(lam_max * n0) examples sampled per generation)"
+                )
             _check_hparam(f"hparams.{k}", x, hparam_range(exp.model, k), exp.x64)
         if isinstance(v, tuple) and len(set(v)) != len(v):
             raise ConfigError(f"hparams.{k}={v!r}: repeated values in a sweep; list each once")
@@ -544,6 +573,10 @@ def validate(exp: Experiment) -> Experiment:
         _check_static(static)
         if spec.check is not None:
             spec.check(static)
+        if static.regime == "fresh_real_mix":
+            from collapse_jax.model import make_source
+
+            make_source(static)  # raises when the source cannot draw fresh real data
     return exp
 
 

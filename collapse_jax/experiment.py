@@ -29,6 +29,7 @@ from collapse_jax.config import (
     validate,
 )
 from collapse_jax.model import get_model_spec, make_source
+from collapse_jax.pool import regime_hparams
 from collapse_jax.sweep import run_sweep
 
 #: Columns every results table starts with.
@@ -69,9 +70,9 @@ def expected_curve(
     """``theory.expected`` for the static config and hyperparameters a facet ``key`` selects."""
     spec = get_model_spec(exp.model)
     static = _static_for(exp, regime, key)
-    hp = {**{k: v for k, v in spec.hparams.items()}, **{
-        k: v for k, v in exp.hparams.items() if not isinstance(v, tuple)}}
-    hp.update({k: v for k, v in key.items() if k in spec.hparams})
+    defaults = {**spec.hparams, **regime_hparams(exp.regimes)}
+    hp = {**defaults, **{k: v for k, v in exp.hparams.items() if not isinstance(v, tuple)}}
+    hp.update({k: v for k, v in key.items() if k in defaults})
     return theory.expected(static, hp, metric, np.arange(exp.generations))
 
 
@@ -138,7 +139,7 @@ def run_experiment(
                           f"needs an output directory (each process writes its own results)")
     spec = get_model_spec(exp.model)
     swept = exp.swept()
-    grid = exp.hparam_grid(spec.hparams)
+    grid = exp.hparam_grid({**spec.hparams, **regime_hparams(exp.regimes)})
     seeds = np.arange(exp.seeds, dtype=np.int32)
     ids = np.tile(seeds, len(grid))
     hp = {k: np.repeat(np.asarray([g[k] for g in grid], np.float64), exp.seeds) for k in grid[0]}

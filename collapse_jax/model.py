@@ -51,10 +51,15 @@ class Source(NamedTuple):
     Attributes:
         load: ``(static) -> args``, host pytree loaded once (``{}`` for generated data).
         draw: ``(key, hparams, args) -> RealData`` for one chain; pure, vmappable.
+        fresh: optional ``(key, hparams, args, real, num) -> data``: ``num`` (static) new real
+            examples from the same distribution as ``real.train``, for regimes that mix fresh
+            real data into every generation (``fresh_real_mix``). None when the source cannot
+            draw more real data.
     """
 
     load: Callable[[StaticConfig], PyTree]
     draw: Callable[[PRNGKey, Hparams, PyTree], RealData]
+    fresh: Callable[[PRNGKey, Hparams, PyTree, RealData, int], Data] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,4 +150,18 @@ def make_source(static: StaticConfig) -> Source:
     name = static.source or get_model_spec(static.model).source
     if name not in SOURCES:
         raise ConfigError(f"source={name!r}: unknown; allowed: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](static)
+    source = SOURCES[name](static)
+    if static.regime == "fresh_real_mix" and source.fresh is None:
+        fresh = sorted(k for k, f in SOURCES.items() if _has_fresh(f, static))
+        raise ConfigError(
+            f"regime='fresh_real_mix' with source={name!r}: the source cannot draw fresh real "
+            f"data (Source.fresh is None); sources that can: {', '.join(fresh) or '(none)'}"
+        )
+    return source
+
+
+def _has_fresh(factory: Callable[[StaticConfig], Source], static: StaticConfig) -> bool:
+    try:
+        return factory(static).fresh is not None
+    except Exception:  # noqa: BLE001 - a source that cannot even build for this config
+        return False

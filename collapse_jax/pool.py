@@ -11,20 +11,39 @@ Regimes (generation g is fit on the pool after g rounds of sampling; n synthetic
 - ``accumulate``: D0 plus every synthetic example so far. Capacity ``n0 + (G - 1) n``.
 - ``accumulate_subsample``: stored as ``accumulate``; each fit sees a uniform subsample without
   replacement of fixed size ``m`` (compute per generation fixed; Kazdan et al. 2024).
+- ``fixed_real_mix``: D0 plus ``round(lam * n0)`` fresh synthetic examples; older synthetic data is
+  dropped (Bertrand et al. 2023). ``lam`` is a hyperparameter in ``[0, lam_max]``; the static
+  ``ceil(lam_max * n0)`` examples are sampled every generation and the first ``round(lam * n0)``
+  are marked valid, so a sweep over ``lam`` compiles once. Capacity ``n0 + ceil(lam_max n0)``.
+- ``fresh_real_mix``: each generation's training set has ``n`` examples, the first
+  ``round(rho * n)`` fresh real data drawn from the source (``Source.fresh``), the rest synthetic
+  (Alemohammad et al. 2023, "fresh data loop"). ``rho`` is a hyperparameter in ``[0, 1]``.
+  Capacity ``max(n0, n)``. Fresh real slots are tagged origin 0 (real).
+- ``window``: accumulate, keeping only the synthetic data of the last ``k`` generations (static
+  ``window``), with D0 kept or not (static ``window_keep_real``): a ring buffer of ``k`` blocks of
+  ``n`` slots after D0. Capacity ``n0 + k n`` (with D0) or ``max(n0, k n)`` (without).
+
+Regime hyperparameters (``REGIME_HPARAMS``) live in the same ``hparams`` dict as the model's and
+are vmapped the same way. ``origin_weights`` turns the origin tags into fit weights (real data
+up- or down-weighted by a factor), for a fixed real:synthetic ratio inside one pool.
 
 References:
     Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413.
     Kazdan et al. 2024, "Collapse or Thrive?", arXiv:2410.16713.
+    Bertrand et al. 2023, "On the Stability of Iterative Retraining of Generative Models on their
+        own Data", arXiv:2310.00429.
+    Alemohammad et al. 2023, "Self-Consuming Generative Models Go MAD", arXiv:2307.01850.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from collapse_jax.config import StaticConfig
 from collapse_jax.types import Data, Hparams, PRNGKey
@@ -173,16 +192,20 @@ class Regime(NamedTuple):
         n_synthetic: static number of examples sampled from each model.
         init: ``(real_train) -> Pool``, the pool generation 0 is fit on.
         update: ``(pool, synthetic, generation, key, hparams) -> Pool``, the pool generation
-            ``generation`` is fit on, given ``synthetic`` sampled from generation - 1.
+            ``generation`` is fit on, given ``synthetic`` sampled from generation - 1. A regime
+            with ``n_fresh > 0`` also takes ``fresh=``, a block of ``n_fresh`` new real examples
+            (the chain draws it with ``Source.fresh``).
         view: ``(pool, key, hparams) -> Pool``, the part of the pool a fit sees (a mask).
+        n_fresh: static number of fresh real examples the update needs (0 = none).
     """
 
     name: str
     capacity: int
     n_synthetic: int
     init: Callable[[Data], Pool]
-    update: Callable[[Pool, Data, Array, PRNGKey, Hparams], Pool]
+    update: Callable[..., Pool]
     view: Callable[[Pool, PRNGKey, Hparams], Pool]
+    n_fresh: int = 0
 
 
 def _full_view(pool: Pool, key: PRNGKey, hparams: Hparams) -> Pool:
@@ -240,11 +263,209 @@ def accumulate_subsample(n0: int, n: int, generations: int, m: int | None = None
     return base._replace(name="accumulate_subsample", view=view)
 
 
+#: Default values of the regimes' hyperparameters (vmappable float32, like a model's).
+REGIME_HPARAMS: dict[str, dict[str, float]] = {
+    "fixed_real_mix": {"lam": 1.0},
+    "fresh_real_mix": {"rho": 0.5},
+}
+
+
+def regime_hparams(regimes) -> dict[str, float]:
+    """Default hyperparameters of the given regime names, merged.
+
+    >>> regime_hparams(("replace", "fixed_real_mix"))
+    {'lam': 1.0}
+    """
+    out: dict[str, float] = {}
+    for r in regimes:
+        out.update(REGIME_HPARAMS.get(r, {}))
+    return out
+
+
+def _hp(hparams: Hparams, regime: str, name: str) -> Array:
+    """A regime hyperparameter as float32 (its registered default when absent)."""
+    return jnp.asarray(hparams.get(name, REGIME_HPARAMS[regime][name]), jnp.float32)
+
+
+def _first(k: Int[Array, ""], size: int) -> Bool[Array, " size"]:
+    return jnp.arange(size, dtype=jnp.int32) < k
+
+
+def fixed_real_mix(n0: int, lam_max: float = 1.0) -> Regime:
+    """D0 plus ``round(lam * n0)`` synthetic examples from the last model (Bertrand et al.).
+
+    ``ceil(lam_max * n0)`` examples are sampled each generation (static); the first
+    ``round(lam * n0)`` of them are valid, so ``lam`` in ``[0, lam_max]`` is vmappable.
+
+    >>> import jax, jax.numpy as jnp
+    >>> r = fixed_real_mix(n0=4, lam_max=2.0)
+    >>> r.capacity, r.n_synthetic
+    (12, 8)
+    >>> p = r.update(r.init(jnp.zeros((4, 1))), jnp.ones((8, 1)), jnp.int32(1), None,
+    ...              {"lam": jnp.float32(0.5)})
+    >>> p.valid.astype(int).tolist(), p.origin.tolist()[:7], int(p.count)
+    ([1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, -1], 6)
+    """
+    if not lam_max > 0:
+        raise ValueError(f"lam_max={lam_max} must be > 0")
+    m = max(1, math.ceil(lam_max * n0))
+    capacity = n0 + m
+
+    def update(pool, synthetic, generation, key, hparams):
+        del key
+        k = jnp.clip(jnp.round(_hp(hparams, "fixed_real_mix", "lam") * n0), 0, m)
+        pool = write(pool, synthetic, jnp.int32(n0), generation)
+        idx = jnp.arange(capacity, dtype=jnp.int32)
+        real = idx < n0
+        valid = real | _first(k.astype(jnp.int32) + n0, capacity)
+        origin = jnp.where(real, 0, jnp.where(valid, pool.origin, -1)).astype(jnp.int32)
+        return Pool(pool.data, valid, origin, jnp.sum(valid, dtype=jnp.int32), pool.overflow)
+
+    return Regime(
+        "fixed_real_mix", capacity, m, lambda real: init_pool(real, capacity), update, _full_view
+    )
+
+
+def _select_rows(mask: Bool[Array, " k"], a: Data, b: Data) -> Data:
+    """Rows of ``a`` where ``mask`` else rows of ``b`` (every leaf)."""
+
+    def pick(x, y):
+        return jnp.where(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x, y.astype(x.dtype))
+
+    return jax.tree.map(pick, a, b)
+
+
+def fresh_real_mix(n0: int, n: int) -> Regime:
+    """Each generation trains on ``n`` examples: ``round(rho n)`` fresh real, the rest synthetic.
+
+    The fresh real block comes from the source (``Source.fresh``) through the chain; it is tagged
+    origin 0 (real). ``rho`` in ``[0, 1]`` is vmappable (Alemohammad et al.'s fresh data loop).
+
+    >>> import jax.numpy as jnp
+    >>> r = fresh_real_mix(n0=3, n=4)
+    >>> p = r.update(r.init(jnp.zeros((3, 1))), jnp.ones((4, 1)), jnp.int32(2), None,
+    ...              {"rho": jnp.float32(0.5)}, fresh=jnp.full((4, 1), 7.0))
+    >>> p.data[:, 0].tolist(), p.origin.tolist(), int(p.count)
+    ([7.0, 7.0, 1.0, 1.0], [0, 0, 2, 2], 4)
+    """
+    capacity = max(n0, n)
+
+    def update(pool, synthetic, generation, key, hparams, *, fresh):
+        del key
+        k = jnp.clip(jnp.round(_hp(hparams, "fresh_real_mix", "rho") * n), 0, n)
+        is_real = _first(k.astype(jnp.int32), n)
+        block = _select_rows(is_real, fresh, synthetic)
+        empty = Pool(pool.data, jnp.zeros_like(pool.valid), jnp.full_like(pool.origin, -1),
+                     jnp.int32(0), pool.overflow)
+        pool = write(empty, block, jnp.int32(0), generation)
+        real_slot = jnp.zeros((capacity,), jnp.bool_).at[:n].set(is_real)
+        return pool._replace(origin=jnp.where(real_slot, 0, pool.origin).astype(jnp.int32))
+
+    return Regime(
+        "fresh_real_mix", capacity, n, lambda real: init_pool(real, capacity), update,
+        _full_view, n_fresh=n,
+    )
+
+
+def window(n0: int, n: int, generations: int, k: int, keep_real: bool = True) -> Regime:
+    """Accumulate, keeping only the synthetic data of the last ``k`` generations (+ D0 or not).
+
+    Stored as a ring buffer of ``k`` blocks of ``n`` slots after D0 (or from slot 0 when D0 is not
+    kept); validity is recomputed from the origin tags, so exactly the generations
+    ``g - k + 1 .. g`` (and D0 if kept) are valid after the update of generation ``g``.
+
+    >>> import jax.numpy as jnp
+    >>> r = window(n0=2, n=1, generations=10, k=2)
+    >>> p = r.init(jnp.zeros((2, 1)))
+    >>> for g in (1, 2, 3):
+    ...     p = r.update(p, jnp.full((1, 1), float(g)), jnp.int32(g), None, {})
+    >>> p.origin.tolist(), p.valid.astype(int).tolist()
+    ([0, 0, 3, 2], [1, 1, 1, 1])
+    """
+    if k < 1:
+        raise ValueError(f"window={k} must be >= 1")
+    k = min(k, max(generations - 1, 1))
+    base = n0 if keep_real else 0
+    capacity = max(n0, base + k * n)
+
+    def update(pool, synthetic, generation, key, hparams):
+        del key, hparams
+        generation = jnp.asarray(generation, jnp.int32)
+        start = base + ((generation - 1) % k) * n
+        pool = write(pool, synthetic, start, generation)
+        oldest = jnp.maximum(generation - (k - 1), 1)
+        valid = (pool.origin >= oldest) | ((pool.origin == 0) & keep_real)
+        origin = jnp.where(valid, pool.origin, -1).astype(jnp.int32)
+        return Pool(pool.data, valid, origin, jnp.sum(valid, dtype=jnp.int32), pool.overflow)
+
+    return Regime("window", capacity, n, lambda real: init_pool(real, capacity), update, _full_view)
+
+
+# ----------------------------------------------------------------------------------------------
+# Origin weights, weighted index sampling, compaction (helpers for the model families)
+
+
+def origin_weights(pool: Pool, real_weight: ArrayLike = 1.0) -> Float[Array, " capacity"]:
+    """Fit weights: the mask, with real slots (origin 0) multiplied by ``real_weight``.
+
+    ``real_weight`` (a float32 hyperparameter of the classical families) fixes the effective
+    real:synthetic ratio of a fit without changing shapes; 1.0 gives ``pool.weights``.
+
+    >>> import jax.numpy as jnp
+    >>> p = init_pool(jnp.zeros((2, 1)), capacity=3)
+    >>> p = write(p, jnp.ones((1, 1)), jnp.int32(2), jnp.int32(1))
+    >>> origin_weights(p, 3.0).tolist()
+    [3.0, 3.0, 1.0]
+    """
+    rw = jnp.asarray(real_weight, jnp.float32)
+    return pool.weights * jnp.where(pool.origin == 0, rw, jnp.float32(1.0))
+
+
+def sample_weighted_indices(
+    key: PRNGKey, w: Float[Array, " capacity"], num: int
+) -> Int[Array, " num"]:
+    """``num`` indices drawn with replacement with probability proportional to ``w >= 0``.
+
+    Inverse CDF on the cumulative weights; slots of weight 0 are never drawn (index 0 when all
+    weights are 0).
+    """
+    csum = jnp.cumsum(w)
+    u = jax.random.uniform(key, (num,), csum.dtype) * csum[-1]
+    idx = jnp.searchsorted(csum, u, side="right")
+    return jnp.minimum(idx, w.shape[0] - 1).astype(jnp.int32)
+
+
+def compact(data: Data, w: Float[Array, " capacity"], size: int) -> tuple[Data, Array]:
+    """The first ``size`` slots of positive weight, moved to the front (order kept).
+
+    For a view whose number of valid slots is bounded by ``size`` (e.g. ``accumulate_subsample``),
+    later per-point work costs ``size`` instead of ``capacity``. Returns ``(data[size], w[size])``.
+
+    >>> import jax.numpy as jnp
+    >>> d, w = compact(jnp.arange(5.0), jnp.array([0., 1., 0., 2., 0.]), 2)
+    >>> d.tolist(), w.tolist()
+    ([1.0, 3.0], [1.0, 2.0])
+    """
+    order = jnp.argsort((w <= 0).astype(jnp.int32), stable=True)[:size]
+    return gather(data, order), w[order]
+
+
+def max_view_count(static: StaticConfig) -> int:
+    """A static bound on the number of valid slots any fit of this config sees."""
+    regime = make_regime(static)
+    if static.regime == "accumulate_subsample":
+        return min(regime.capacity, static.subsample or static.n0)
+    return regime.capacity
+
+
 #: name -> factory of a Regime from a StaticConfig (``collapse-jax list`` shows them).
 REGIMES: dict[str, Callable[[StaticConfig], Regime]] = {
     "replace": lambda s: replace(s.n0, s.n, s.generations),
     "accumulate": lambda s: accumulate(s.n0, s.n, s.generations),
     "accumulate_subsample": lambda s: accumulate_subsample(s.n0, s.n, s.generations, s.subsample),
+    "fixed_real_mix": lambda s: fixed_real_mix(s.n0, s.lam_max),
+    "fresh_real_mix": lambda s: fresh_real_mix(s.n0, s.n),
+    "window": lambda s: window(s.n0, s.n, s.generations, s.window, s.window_keep_real),
 }
 
 

@@ -254,9 +254,10 @@ def state_shapes(static: StaticConfig, args: PyTree) -> tuple[ChainState, Metric
 
 def _hparam_shapes(static: StaticConfig) -> dict[str, jax.ShapeDtypeStruct]:
     from collapse_jax.model import get_model_spec
+    from collapse_jax.pool import regime_hparams
 
-    return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype))
-            for k in get_model_spec(static.model).hparams}
+    names = {**get_model_spec(static.model).hparams, **regime_hparams((static.regime,))}
+    return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype)) for k in names}
 
 
 def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> int:
@@ -446,7 +447,7 @@ def _advance_program(static: StaticConfig, impl: str, mesh: Mesh, length: int) -
         real = C.draw_real(chain, key, hparams, args)
 
         def run(s, g):
-            return C.step(chain, s, g, key, hparams, real)
+            return C.step(chain, s, g, key, hparams, real, args)
 
         def skip(s, g):
             _, m = jax.eval_shape(run, s, g)

@@ -1,3 +1,10 @@
 """Model families. Importing this package registers every family (see ``model.register_model``)."""
 
-from collapse_jax.models import gaussian, linear_regression, vae  # noqa: F401
+from collapse_jax.models import (  # noqa: F401
+    categorical,
+    gaussian,
+    gmm,
+    kde,
+    linear_regression,
+    vae,
+)

@@ -63,7 +63,11 @@ def gaussian_source(static: StaticConfig) -> Source:
         }
         return RealData(train, test, truth)
 
-    return Source(lambda s: {}, draw)
+    def fresh(key, hparams, args, real, num):
+        del args, real
+        return hparams["sigma"] * jax.random.normal(key, (num, d), jnp.float32)
+
+    return Source(lambda s: {}, draw, fresh)
 
 
 def _check(static: StaticConfig) -> None:

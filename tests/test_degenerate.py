@@ -173,6 +173,28 @@ def test_summary_json_and_cli_report_flag_counts(gaussian_extremes, tmp_path):
     assert "collapsed" not in r.metrics and "nonfinite" not in r.metrics  # not plotted
 
 
+# ----------------------------------------------------------------------------------------------
+# categorical
+
+
+def test_categorical_one_outcome_left_is_absorbing_and_finite():
+    # K = 3 outcomes, n = 4 samples per generation under replace: every chain fixates on one
+    # outcome (Wright-Fisher absorption, ~2 n generations on average) and stays there.
+    r, t = _run(model="categorical", regimes=("replace",), seeds=8, generations=40, n=4, d=3)
+    cols = ["entropy", "collision", "survivors", "tv", "missing_mass"]
+    assert np.isfinite(t[cols].to_numpy()).all() and not t["nonfinite"].any()
+    np.testing.assert_array_equal(t["collapsed"], t["survivors"] == 1)
+    for _, chain in t.groupby("seed"):
+        flags = chain.sort_values("generation")["collapsed"].to_numpy()
+        first = np.argmax(flags) if flags.any() else len(flags)
+        assert flags[first:].all(), "one outcome left must be absorbing"
+    last = t[t.generation == 39]
+    assert last["collapsed"].all()
+    np.testing.assert_allclose(last["entropy"], 0.0, atol=1e-7)
+    np.testing.assert_allclose(last["collision"], 1.0, rtol=1e-6)
+    assert flag_counts(t)["collapsed"] == 8
+
+
 def test_vae_nonfinite_loss_is_flagged_and_the_chain_keeps_running():
     # lr = 1e30: Adam's first step throws the weights to ~1e30 and the loss overflows to inf/NaN.
     # The sizes match tests/test_properties.py (one compiled program for both).

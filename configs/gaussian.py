@@ -6,7 +6,8 @@ Command:
 Setting (Kazdan et al. 2024; Shumailov et al. 2024): d = 10, real data N(0, I), n in {10, 32, 100}
 examples per generation (n0 = n), 100 generations, 100 seeds, MLE covariance.
 
-Expected runtime on 2 CPU cores: about 40 s (9 compiles of ~2 s; running is a few seconds).
+Expected runtime on 2 CPU cores: measured 436 s (9 compiles: 161 s, running 267 s) while the
+machine was shared with five other jobs; expect less on idle cores.
 
 Expected result: under replace the trace ratio follows ((n-1)/n)^(g+1) (dashed theory line):
 at g = 99 about 3.7e-5 for n = 10, 0.044 for n = 32, 0.37 for n = 100; the mean error rises

@@ -6,7 +6,7 @@ Command:
 Setting: d = 32, T in {100, 316, 1000} rows of a fixed Gaussian design (n = n0 = T), noise
 sigma^2 = 100, OLS each generation, 50 generations, 100 seeds, replace and accumulate.
 
-Expected runtime on 2 CPU cores: about 30 s.
+Expected runtime on 2 CPU cores: measured 65 s (6 compiles: 22 s, running 42 s; load ~6).
 
 Expected result (THEORY.md, u = sigma^2 d / (T - d - 1)): test error |w_hat - w*|^2 grows linearly
 under replace, u (g + 1) (T = 100: 47.8 at g = 0, 2388 at g = 49), and stays bounded under

@@ -3,6 +3,11 @@
 Read ``pool.py -> model.py -> chain.py -> sweep.py`` for the whole engine.
 """
 
+from collapse_jax._xla import apply_cpu_defaults as _apply_cpu_defaults
+
+_apply_cpu_defaults()  # before anything computes: an XLA CPU deadlock workaround (see _xla.py)
+
+
 from collapse_jax import models as _models  # noqa: F401  (registers the model families)
 from collapse_jax.chain import (
     Chain,

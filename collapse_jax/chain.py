@@ -48,23 +48,19 @@ class Chain(NamedTuple):
 
 
 def make_chain(static: StaticConfig) -> Chain:
-    """Bind the model, regime and source a StaticConfig names."""
-    return Chain(static, make_model(static), make_regime(static), make_source(static))
+    """Bind the model, regime and source a StaticConfig names.
+
+    A model that brings its own regime (an exact fast path over a summary of the pool, see
+    ``GenerativeModel.regime``) uses it in place of the generic one.
+    """
+    model = make_model(static)
+    regime = model.regime if model.regime is not None else make_regime(static)
+    return Chain(static, model, regime, make_source(static))
 
 
 def draw_real(chain: Chain, chain_key: PRNGKey, hparams: Hparams, args: PyTree) -> RealData:
     """The real data (train, test, truth) of one chain."""
     return chain.source.draw(jax.random.fold_in(chain_key, REAL_STREAM), hparams, args)
-
-
-def _pool_metrics(view: Pool) -> Metrics:
-    w = view.weights
-    real = jnp.sum(jnp.where(view.origin == 0, w, 0.0))
-    size = jnp.sum(w)
-    return {
-        "pool_size": size,
-        "real_fraction": real / jnp.maximum(size, 1.0),
-    }
 
 
 def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metrics: Metrics):
@@ -79,8 +75,15 @@ def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metri
 
 
 def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, view: Pool):
-    """The model's metrics, the pool's, and the flags (``FLAGS``) of one generation."""
-    metrics = {**chain.model.evaluate(params, real, hparams), **_pool_metrics(view)}
+    """The model's metrics, the pool's, and the flags (``FLAGS``) of one generation.
+
+    With ``static.metrics`` set only those model metrics are returned; XLA then drops the
+    computation of the others from the compiled program.
+    """
+    metrics = chain.model.evaluate(params, real, hparams)
+    if chain.static.metrics:
+        metrics = {k: metrics[k] for k in chain.static.metrics}
+    metrics = {**metrics, **chain.regime.metrics(view)}
     return {**metrics, **_flags(chain, params, real, hparams, metrics)}
 
 

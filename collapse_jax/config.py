@@ -50,6 +50,8 @@ class StaticConfig:
             sampled per generation).
         window: number of synthetic generations the ``window`` regime keeps.
         window_keep_real: whether the ``window`` regime keeps D0.
+        metrics: the model metrics to compute (empty = all of the model's); the others are left
+            out of the compiled program.
     """
 
     model: str
@@ -66,6 +68,7 @@ class StaticConfig:
     lam_max: float = 1.0
     window: int = 2
     window_keep_real: bool = True
+    metrics: tuple[str, ...] = ()
 
     def option(self, name: str, default: Any = None) -> Any:
         return dict(self.options).get(name, default)
@@ -118,6 +121,10 @@ class Experiment:
         lam_max: static bound of ``fixed_real_mix``'s ``lam`` (see StaticConfig).
         window: generations of synthetic data the ``window`` regime keeps.
         window_keep_real: whether ``window`` keeps D0.
+        metrics: model metrics to compute and record (empty = every metric of the model); the
+            others are not computed at all (e.g. skip the Gaussian's ``w2`` and ``nll``, which
+            need an eigendecomposition and the test set, in a speed-critical sweep). The pool
+            metrics and the flags are always recorded.
     """
 
     name: str
@@ -143,6 +150,7 @@ class Experiment:
     lam_max: float = 1.0
     window: int = 2
     window_keep_real: bool = True
+    metrics: tuple[str, ...] = ()
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -175,6 +183,7 @@ class Experiment:
                         lam_max=float(self.lam_max),
                         window=self.window,
                         window_keep_real=self.window_keep_real,
+                        metrics=self.metrics,
                     )
                 )
         return out
@@ -226,7 +235,7 @@ class Experiment:
             value = parse_value(raw)
             if key == "regime":
                 key = "regimes"
-            if key == "regimes" and not isinstance(value, tuple):
+            if key in ("regimes", "metrics") and not isinstance(value, tuple):
                 value = (value,)
             hp = known_hparams(exp)
             opts = known_options(exp)
@@ -553,6 +562,16 @@ def validate(exp: Experiment) -> Experiment:
             _check_hparam(f"hparams.{k}", x, hparam_range(exp.model, k), exp.x64)
         if isinstance(v, tuple) and len(set(v)) != len(v):
             raise ConfigError(f"hparams.{k}={v!r}: repeated values in a sweep; list each once")
+    if not isinstance(exp.metrics, tuple) or not all(isinstance(m, str) for m in exp.metrics):
+        raise ConfigError(f"metrics={exp.metrics!r}: must be a tuple of metric names "
+                          f"(empty = all); allowed: {', '.join(spec.metrics)}")
+    for m in exp.metrics:
+        if m not in spec.metrics:
+            raise ConfigError(
+                f"metrics: {m!r} is not a metric of model {exp.model!r}"
+                f"{did_you_mean(m, list(spec.metrics))}; allowed: {', '.join(spec.metrics)}")
+    if len(set(exp.metrics)) != len(exp.metrics):
+        raise ConfigError(f"metrics={exp.metrics!r}: repeated metric; list each once")
     _check_mapping("options", exp.options)
     for k, v in exp.options.items():
         if k not in spec.options:

@@ -20,6 +20,11 @@ A ``Source`` makes the real data of one chain: ``draw(key, hparams, args) -> Rea
 inside ``jit`` (vmapped over chains); ``args`` is a host pytree loaded once (``load(static)``),
 passed as an argument and never closed over.
 
+A model may also bring its own ``regime`` (optional): an exact fast path that keeps a summary of
+the pool (e.g. the Gaussian's sufficient statistics) instead of the examples. Its ``sample`` then
+returns what that regime stores, and the chain uses it in place of the generic regime of the same
+name (``chain.make_chain``).
+
 Register a family with ``register_model``; it then appears in ``collapse-jax list`` and is
 picked up by the contract tests in ``tests/test_contract.py`` with no change to them.
 """
@@ -31,18 +36,23 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from collapse_jax.config import ConfigError, StaticConfig
-from collapse_jax.pool import Pool
+from collapse_jax.pool import Pool, Regime
 from collapse_jax.types import Data, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
 
 
 class GenerativeModel(NamedTuple):
-    """The four pure functions every model family provides (see module docstring)."""
+    """The four pure functions every model family provides (see module docstring).
+
+    ``collapsed`` and ``regime`` are optional: the family's degeneracy test, and a model-specific
+    pool (exact fast path) replacing the generic regime.
+    """
 
     init: Callable[[PRNGKey, RealData, Hparams], Params]
     fit: Callable[[PRNGKey, Pool, Params, Hparams], Params]
     sample: Callable[[PRNGKey, Params, RealData, Hparams, int], Data]
     evaluate: Callable[[Params, RealData, Hparams], Metrics]
     collapsed: Callable[[Params, RealData, Hparams], Any] | None = None
+    regime: Regime | None = None
 
 
 class Source(NamedTuple):

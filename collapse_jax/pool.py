@@ -179,6 +179,14 @@ def masked_cov(
     return mu, scatter / denom
 
 
+def pool_metrics(view: Pool) -> dict[str, Array]:
+    """Size of the pool a fit saw and the fraction of it that is real data (mask weighted)."""
+    w = view.weights
+    real = jnp.sum(jnp.where(view.origin == 0, w, 0.0))
+    size = jnp.sum(w)
+    return {"pool_size": size, "real_fraction": real / jnp.maximum(size, 1.0)}
+
+
 # ----------------------------------------------------------------------------------------------
 # Regimes
 
@@ -197,6 +205,8 @@ class Regime(NamedTuple):
             (the chain draws it with ``Source.fresh``).
         view: ``(pool, key, hparams) -> Pool``, the part of the pool a fit sees (a mask).
         n_fresh: static number of fresh real examples the update needs (0 = none).
+        metrics: ``(view) -> {"pool_size", "real_fraction"}``; a pool that stores summaries
+            instead of examples (e.g. the Gaussian's sufficient statistics) overrides it.
     """
 
     name: str
@@ -206,6 +216,7 @@ class Regime(NamedTuple):
     update: Callable[..., Pool]
     view: Callable[[Pool, PRNGKey, Hparams], Pool]
     n_fresh: int = 0
+    metrics: Callable[[Pool], dict[str, Array]] = pool_metrics
 
 
 def _full_view(pool: Pool, key: PRNGKey, hparams: Hparams) -> Pool:
@@ -234,17 +245,20 @@ def replace(n0: int, n: int, generations: int) -> Regime:
     )
 
 
-def _accumulate_update(pool, synthetic, generation, key, hparams):
-    del key, hparams
-    return write(pool, synthetic, pool.count, generation)
-
-
 def accumulate(n0: int, n: int, generations: int) -> Regime:
     """Each generation is fit on D0 plus all synthetic data so far."""
     capacity = n0 + max(generations - 1, 0) * n
+
+    def update(pool, synthetic, generation, key, hparams):
+        # The write position follows from the generation (the same for every chain), not from
+        # pool.count: under vmap the write stays an in-place dynamic_update_slice instead of a
+        # scatter over the whole batch of pools. Equal to pool.count while nothing overflowed.
+        del key, hparams
+        start = n0 + (jnp.asarray(generation, jnp.int32) - 1) * n
+        return write(pool, synthetic, start, generation)
+
     return Regime(
-        "accumulate", capacity, n, lambda real: init_pool(real, capacity), _accumulate_update,
-        _full_view,
+        "accumulate", capacity, n, lambda real: init_pool(real, capacity), update, _full_view,
     )
 
 

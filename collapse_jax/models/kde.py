@@ -27,11 +27,11 @@ Metrics:
     bandwidth: the kernel bandwidth h of the fit.
     var_ratio: total variance of the KDE (pool covariance + h^2 I) over that of the test set.
 
-Flag ``collapsed``: ``var_ratio <= COLLAPSE_FLOOR`` (1e-6, as the Gaussian's trace ratio): the KDE
-is a point mass up to rounding, its pool one point and its bandwidth with it. Under Scott's or
-Silverman's rule this is a pool of identical points (then ``h = MIN_BANDWIDTH``, the floor that
-keeps the NLL finite); a fixed bandwidth keeps ``var_ratio >= d h^2 / tr Cov(test)``, so a
-fixed-``h`` KDE on identical points is one Gaussian kernel, not collapsed.
+Flag ``collapsed``: ``var_ratio <= COLLAPSE_FLOOR`` (1e-6, as the Gaussian's trace ratio): the
+KDE has shrunk to (nearly) a point mass, its pool to one point and its bandwidth with it. Under
+Scott's or Silverman's rule this is a pool of identical points (then ``h = MIN_BANDWIDTH``, the
+floor that keeps the NLL finite); a fixed bandwidth keeps ``var_ratio >= d h^2 / tr Cov(test)``,
+so a fixed-``h`` KDE on identical points is one Gaussian kernel, not collapsed.
 
 References:
     Shumailov et al. 2024, "AI models collapse when trained on recursively generated data".

@@ -8,6 +8,7 @@ generation; the summary counts the chains that hit each.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import jax
@@ -193,6 +194,195 @@ def test_categorical_one_outcome_left_is_absorbing_and_finite():
     np.testing.assert_allclose(last["entropy"], 0.0, atol=1e-7)
     np.testing.assert_allclose(last["collision"], 1.0, rtol=1e-6)
     assert flag_counts(t)["collapsed"] == 8
+
+
+# ----------------------------------------------------------------------------------------------
+# kde
+
+
+KDE_COLUMNS = ["nll", "bandwidth", "var_ratio", "pool_size"]
+
+
+@pytest.fixture(scope="module")
+def kde_identical():
+    """One compile: Scott's bandwidth, n = 4 under replace, scale in {0, 1}, 6 seeds each."""
+    return _run(model="kde", regimes=("replace",), seeds=6, generations=30, n=4, d=2,
+                options={"bandwidth": "scott"}, hparams={"scale": (0.0, 1.0)})
+
+
+def test_kde_all_points_identical_is_flagged_and_finite(kde_identical):
+    # scale = 0: every synthetic point is a copy of a pool point, so under replace the 4 points
+    # drift (Wright-Fisher) until all are copies of one; Scott's bandwidth of that pool is 0,
+    # floored at MIN_BANDWIDTH, which keeps the NLL finite (huge). The flag is the KDE's variance
+    # over the test set's at or below COLLAPSE_FLOOR (models/kde.py); the expectation here comes
+    # from another column: a pool of identical points is exactly the one whose rule-of-thumb
+    # bandwidth sits at the floor (any two distinct moon points give h >> 1e-6).
+    from collapse_jax.models.kde import MIN_BANDWIDTH
+
+    r, t = kde_identical
+    assert np.isfinite(t[KDE_COLUMNS].to_numpy()).all() and not t["nonfinite"].any()
+    identical = t["bandwidth"].to_numpy() == np.float32(MIN_BANDWIDTH)
+    np.testing.assert_array_equal(t["collapsed"], identical)
+    assert not t[t.generation == 0]["collapsed"].any()  # D0: 4 distinct points
+    assert not t[t.scale == 1.0]["collapsed"].any()  # kernel noise keeps the points apart
+    assert t[(t.scale == 0.0) & (t.generation == 29)]["collapsed"].all()
+    assert (t[~identical]["bandwidth"] > 1e-3).all()  # far from the floor when not identical
+    for _, chain in t[t.scale == 0.0].groupby("seed"):
+        chain = chain.sort_values("generation")
+        flags = chain["collapsed"].to_numpy()
+        first = int(np.argmax(flags))
+        assert flags[first:].all(), "one point left is absorbing"
+        frozen = chain.iloc[first:]
+        # the same single point for ever: metrics frozen at their floor values
+        assert frozen[["nll", "var_ratio"]].nunique().max() == 1
+        assert (frozen["nll"] > 1e9).all() and (frozen["var_ratio"] < 1e-9).all()
+    counts = flag_counts(t, r.swept)
+    assert counts == {"chains": 12, "collapsed": 6, "nonfinite": 0,
+                      "by_regime": {"replace": {"chains": 12, "collapsed": 6, "nonfinite": 0}}}
+
+
+@pytest.mark.parametrize("bandwidth", ["scott", "silverman", "fixed"])
+def test_kde_collapsed_hook_on_identical_and_distinct_points(bandwidth):
+    # Hand-built pools (no chain): 5 copies of one point vs. the same with one point moved.
+    from collapse_jax.models.kde import COLLAPSE_FLOOR, MIN_BANDWIDTH
+
+    static = cj.StaticConfig(model="kde", regime="replace", n0=5, n=5, d=2, generations=2,
+                             n_test=8, options=(("bandwidth", bandwidth),))
+    model = cj.make_model(static)
+    rng = np.random.default_rng(0)
+    test = jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)
+    t_trace = np.trace(np.cov(np.asarray(test, np.float64).T, bias=True))
+    real = cj.RealData(test, test, {})
+    same = np.tile(np.float32([[0.3, -0.7]]), (5, 1))
+    moved = same.copy()
+    moved[0] += 0.5
+    for h in (0.1, 1e-7):
+        hp = cj.hparams_from({"h": h, "scale": 1.0, "real_weight": 1.0, "noise": 0.05})
+        for points, distinct in ((same, 1), (moved, 2)):
+            pool = init_pool(jnp.asarray(points), 6)
+            params = model.fit(None, pool, model.init(None, real, hp), hp)
+            ev = model.evaluate(params, real, hp)
+            assert all(np.isfinite(float(v)) for v in ev.values())
+            h_fit = float(params["h"])
+            if bandwidth == "fixed":
+                assert h_fit == np.float32(h)
+            elif distinct == 1:
+                assert h_fit == np.float32(MIN_BANDWIDTH)
+            else:
+                assert h_fit > 0.05
+            spread = 0.0 if distinct == 1 else 0.25 * 0.8 * 0.2 * 2  # 1 of 5 points moved
+            want = (spread + 2 * h_fit**2) / t_trace <= COLLAPSE_FLOOR
+            assert bool(model.collapsed(params, real, hp)) is bool(want), (h, distinct)
+            if bandwidth != "fixed":
+                assert bool(want) is (distinct == 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# gmm
+
+
+GMM_COLUMNS = ["nll", "weight_entropy", "trace_ratio", "means_dist", "pool_size"]
+
+
+@pytest.fixture(scope="module")
+def gmm_point_masses():
+    """One compile: 3 components in 2-D, n = 30 under replace, scale in {0, 1} x sigma in
+    {0.5, 100} (radius 3: separated clusters, and one wide blob whose rank-deficient float32
+    covariances the ridge must keep positive definite), 6 seeds each."""
+    return _run(model="gmm", regimes=("replace",), seeds=6, generations=8, n=30, d=2,
+                options={"components": 3}, hparams={"scale": (0.0, 1.0), "sigma": (0.5, 100.0)})
+
+
+def _composition_entropies(n: int, k: int) -> dict[tuple[int, ...], float]:
+    """Entropy of the weights ``c / n`` of every way to split n points over k components."""
+    out = {}
+    for c in itertools.product(range(n + 1), repeat=k - 1):
+        if sum(c) <= n:
+            counts = tuple(sorted((*c, n - sum(c))))
+            p = np.array([x for x in counts if x]) / n
+            out[counts] = float(-(p * np.log(p)).sum())
+    return out
+
+
+def test_gmm_point_mass_components_are_flagged_and_finite(gmm_point_masses):
+    # scale = 0: every synthetic point is the mean of the component it was drawn from, so from
+    # generation 1 on the pool is at most 3 distinct points and EM puts each live component on
+    # one of them with covariance = the ridge alone (collapsed, models/gmm.py); components whose
+    # point was not drawn get zero responsibility and die (weight exactly 0, no NaN).
+    from collapse_jax.models.gmm import RIDGE
+
+    r, t = gmm_point_masses
+    assert np.isfinite(t[GMM_COLUMNS].to_numpy()).all() and not t["nonfinite"].any()
+    zero = t[t.scale == 0.0]
+    np.testing.assert_array_equal(zero["collapsed"], zero["generation"] >= 1)
+    assert not t[t.generation == 0]["collapsed"].any()
+    # independent evidence that each live component sits on its own point: the weights are
+    # exactly counts / n, so the weight entropy is that of a split of the 30 points (distinct
+    # splits' entropies differ by >= 6.5e-5; float32 gives ~1e-6)
+    splits = _composition_entropies(30, 3)
+    later = zero[zero.generation >= 1]
+    dead = 0
+    for h in later["weight_entropy"]:
+        match = [c for c, e in splits.items() if abs(e - h) < 1e-5]
+        assert len(match) == 1, h
+        dead += 0 in match[0]
+    assert dead > 0, "some component must have lost all responsibility"
+    assert (later["nll"] > 1e4).all()  # test points far from 3 ridge-wide atoms
+    # a point mass of the ridge alone: the mixture's variance is that of the atoms + 2 RIDGE
+    assert (later["trace_ratio"] > 2 * RIDGE).all()
+    counts = flag_counts(t, r.swept)
+    assert counts["chains"] == 24 and counts["nonfinite"] == 0
+    assert counts["collapsed"] >= 12  # the 12 scale = 0 chains, plus any scale = 1 singularity
+
+
+def test_gmm_wide_rank_deficient_components_stay_finite(gmm_point_masses):
+    # sigma = 100: components covering 2 of the atoms (or a few points) have rank-1 float32
+    # covariances with eigenvalues ~1e4, whose rounding (~1e-3) swamps an absolute 1e-6 ridge;
+    # without the relative ridge of gmm.regularize their Cholesky factor is NaN.
+    r, t = gmm_point_masses
+    wide = t[t.sigma == 100.0]
+    assert np.isfinite(wide[GMM_COLUMNS].to_numpy()).all() and not wide["nonfinite"].any()
+    assert (wide[wide.generation >= 1].query("scale == 0")["nll"] > 1e8).all()
+
+
+def test_gmm_single_collapsed_component_and_a_dead_one():
+    # Hand-built pool: 10 points around A, 10 around B, 1 point at C; components start on A, B, C
+    # and a 4th far away at D with weight 1e-3. EM: C's component shrinks onto its single point
+    # (covariance -> the ridge: collapsed), D's gets zero responsibility (weight exactly 0, mean
+    # and covariance kept), A's and B's stay healthy. The flag is set by C alone.
+    from collapse_jax.models import gmm as G
+
+    rng = np.random.default_rng(1)
+    a, b, c, far = [np.float32(v) for v in ([-3, 0], [3, 0], [0, 5], [50, 50])]
+    x = np.concatenate([a + 0.3 * rng.normal(size=(10, 2)), b + 0.3 * rng.normal(size=(10, 2)),
+                        c[None, :]]).astype(np.float32)
+    w = jnp.ones((21,), jnp.float32)
+    start = {"weights": jnp.float32([0.45, 0.45, 0.099, 0.001]),
+             "means": jnp.asarray(np.stack([a, b, c, far])),
+             "covs": jnp.broadcast_to(jnp.eye(2, dtype=jnp.float32), (4, 2, 2))}
+    p, _ = jax.jit(lambda p: jax.lax.scan(
+        lambda q, _: (G.em_step(jnp.asarray(x), w, q), None), p, None, length=20))(start)
+    p = jax.tree.map(np.asarray, p)
+    assert all(np.isfinite(v).all() for v in p.values())
+    np.testing.assert_allclose(p["weights"], [10 / 21, 10 / 21, 1 / 21, 0.0], rtol=1e-5)
+    assert p["weights"][3] == 0.0
+    np.testing.assert_array_equal(p["means"][3], far)
+    np.testing.assert_array_equal(p["covs"][3], np.eye(2))
+    np.testing.assert_allclose(p["means"][2], c, atol=1e-6)
+    np.testing.assert_allclose(p["covs"][2], G.RIDGE * np.eye(2), atol=1e-9)
+    spreads = np.trace(p["covs"], axis1=1, axis2=2)
+    assert (spreads[:2] > 0.05).all()
+
+    static = cj.StaticConfig(model="gmm", regime="replace", n0=21, n=21, d=2, generations=2,
+                             n_test=21, options=(("components", 4),))
+    model = cj.make_model(static)
+    real = cj.RealData(jnp.asarray(x), jnp.asarray(x), {})
+    params = jax.tree.map(jnp.asarray, p)
+    ev = model.evaluate(params, real, {})
+    assert all(np.isfinite(float(v)) for v in ev.values())
+    assert bool(model.collapsed(params, real, {}))
+    healthy = {**params, "weights": jnp.float32([0.5, 0.5, 0.0, 0.0])}  # C's component dead
+    assert not bool(model.collapsed(healthy, real, {}))
 
 
 def test_vae_nonfinite_loss_is_flagged_and_the_chain_keeps_running():

@@ -5,9 +5,12 @@ Fit: ``em_iters`` (static option) EM iterations as a ``lax.scan`` on the weighte
 ``covariance``). Initialisation (option ``init``): ``warm`` starts every generation from the
 previous generation's mixture (generation 0 from a k-means++ seeding of D0); ``kmeans++`` reseeds
 from the pool every generation (D^2 sampling of K centres, equal weights, the pool covariance).
-Singular covariances are guarded by adding ``RIDGE * I`` (1e-6, scikit-learn's ``reg_covar``)
-after every M step; a component whose responsibility mass falls below ``1e-6`` of the pool keeps
-its previous mean and covariance (its weight still follows the data, so it can die out).
+Singular covariances are guarded by adding ``max(RIDGE, RIDGE_ULPS * eps * tr Sigma_k) * I``
+after every M step (``regularize``: scikit-learn's ``reg_covar`` of 1e-6, raised for wide
+components to a few float rounding units of their trace, without which the Cholesky factor of a
+rank-deficient float32 covariance is NaN once its spread exceeds ~10); a component whose
+responsibility mass falls below ``1e-6`` of the pool keeps its previous mean and covariance (its
+weight still follows the data, so it can die out: weight exactly 0, no NaN).
 Sampling: a component drawn from the weights, then ``mu_k + sqrt(scale) L_k z`` (``L_k`` the
 Cholesky factor; ``scale`` is the variance scale of biased sampling).
 
@@ -23,6 +26,12 @@ Metrics:
     means_dist: matched squared distance between fitted and true means, the symmetric chamfer
         ``(mean_k min_j |m*_k - m_j|^2 + sum_j pi_j min_k |m_j - m*_k|^2) / 2`` (0 iff the
         fitted means with weight sit on true means and every true mean is covered).
+
+Flag ``collapsed``: some live component (weight > ``MIN_MASS``) has shrunk to a point, i.e. its
+covariance is the ridge alone up to ``COLLAPSE_FLOOR`` of the held-out spread,
+``tr Sigma_k - d * RIDGE <= COLLAPSE_FLOOR * tr Cov(test)`` (EM's singular solution: the component
+sits on a single distinct point, e.g. every component under sampling ``scale = 0``). A component
+that lost all its weight is dead, not collapsed.
 
 References:
     Shumailov et al. 2024, "AI models collapse when trained on recursively generated data",
@@ -45,6 +54,10 @@ from collapse_jax.types import RealData
 
 #: Added to every covariance's diagonal after the M step (scikit-learn's ``reg_covar``).
 RIDGE = 1e-6
+#: ... or this many rounding units (``eps`` of the dtype) of the covariance's trace if larger.
+RIDGE_ULPS = 32
+#: Spread (over that of the held-out set) at or below which a live component counts as a point.
+COLLAPSE_FLOOR = 1e-6
 #: Components with less than this fraction of the pool's weight keep their mean and covariance.
 MIN_MASS = 1e-6
 
@@ -103,6 +116,26 @@ def component_logpdf(
     return -0.5 * (maha + logdet[None, :] + d * jnp.log(2.0 * jnp.pi))
 
 
+def regularize(covs: Float[Array, "k d d"]) -> Float[Array, "k d d"]:
+    """``Sigma_k + max(RIDGE, RIDGE_ULPS * eps * tr Sigma_k) I``: positive definite in float32.
+
+    Rounding leaves the null directions of a rank-deficient covariance with eigenvalues of about
+    ``eps * tr Sigma`` of either sign; an absolute ridge alone is below that once the spread is
+    large, and the Cholesky factor is NaN.
+
+    >>> import jax.numpy as jnp
+    >>> c = regularize(jnp.array([[[1e4, 1e4], [1e4, 1e4]]]))  # rank 1, spread 2e4
+    >>> bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(c))))
+    True
+    >>> round(float(regularize(jnp.zeros((1, 2, 2)))[0, 0, 0]), 12)  # a point: the ridge alone
+    1e-06
+    """
+    d = covs.shape[-1]
+    eps = jnp.finfo(covs.dtype).eps
+    ridge = jnp.maximum(RIDGE, RIDGE_ULPS * eps * jnp.trace(covs, axis1=1, axis2=2))
+    return covs + ridge[:, None, None] * jnp.eye(d, dtype=covs.dtype)[None, :, :]
+
+
 def _log_weights(weights: Float[Array, " k"]) -> Float[Array, " k"]:
     return jnp.log(jnp.maximum(weights, jnp.finfo(weights.dtype).tiny))
 
@@ -130,7 +163,7 @@ def em_step(x, w, params, diagonal: bool = False):
     covs = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff) / safe[:, None, None]
     if diagonal:
         covs = covs * jnp.eye(d, dtype=x.dtype)[None, :, :]
-    covs = covs + RIDGE * jnp.eye(d, dtype=x.dtype)[None, :, :]
+    covs = regularize(covs)
     means = jnp.where(alive[:, None], means, params["means"])
     covs = jnp.where(alive[:, None, None], covs, params["covs"])
     return {"weights": mass / total, "means": means, "covs": covs}
@@ -154,11 +187,10 @@ def kmeans_pp(key, x, w, k: int, diagonal: bool = False):
     _, cov = masked_cov(x, w)
     if diagonal:
         cov = cov * jnp.eye(d, dtype=x.dtype)
-    cov = cov + RIDGE * jnp.eye(d, dtype=x.dtype)
     return {
         "weights": jnp.full((k,), 1.0 / k, x.dtype),
         "means": means,
-        "covs": jnp.broadcast_to(cov, (k, d, d)),
+        "covs": jnp.broadcast_to(regularize(cov[None, :, :]), (k, d, d)),
     }
 
 
@@ -247,4 +279,12 @@ def make_gmm(static: StaticConfig) -> GenerativeModel:
             out["means_dist"] = _chamfer(means, wts, real.truth["means"])
         return out
 
-    return GenerativeModel(init, fit, sample, evaluate)
+    def collapsed(params, real, hparams):
+        del hparams
+        _, t_cov = masked_cov(real.test, jnp.ones(real.test.shape[:1], jnp.float32))
+        t_trace = jnp.trace(t_cov)
+        spread = jnp.trace(params["covs"], axis1=1, axis2=2) - d * RIDGE
+        point = (params["weights"] > MIN_MASS) & (spread <= COLLAPSE_FLOOR * t_trace)
+        return jnp.any(point) & jnp.isfinite(t_trace)
+
+    return GenerativeModel(init, fit, sample, evaluate, collapsed)

@@ -27,6 +27,12 @@ Metrics:
     bandwidth: the kernel bandwidth h of the fit.
     var_ratio: total variance of the KDE (pool covariance + h^2 I) over that of the test set.
 
+Flag ``collapsed``: ``var_ratio <= COLLAPSE_FLOOR`` (1e-6, as the Gaussian's trace ratio): the
+KDE has shrunk to (nearly) a point mass, its pool to one point and its bandwidth with it. Under
+Scott's or Silverman's rule this is a pool of identical points (then ``h = MIN_BANDWIDTH``, the
+floor that keeps the NLL finite); a fixed bandwidth keeps ``var_ratio >= d h^2 / tr Cov(test)``,
+so a fixed-``h`` KDE on identical points is one Gaussian kernel, not collapsed.
+
 References:
     Shumailov et al. 2024, "AI models collapse when trained on recursively generated data".
     Kazdan et al. 2024, "Collapse or Thrive?", arXiv:2410.16713 (KDE under replace/accumulate).
@@ -147,6 +153,8 @@ def rule_of_thumb(
 
 #: Smallest bandwidth a rule of thumb may return (a collapsed pool has zero spread).
 MIN_BANDWIDTH = 1e-6
+#: ``var_ratio`` at or below which a chain counts as collapsed (see the module docstring).
+COLLAPSE_FLOOR = 1e-6
 
 
 def _check(static: StaticConfig) -> None:
@@ -199,16 +207,25 @@ def make_kde(static: StaticConfig) -> GenerativeModel:
         eps = jax.random.normal(k_eps, (num, d), jnp.float32)
         return params["points"][idx] + (jnp.sqrt(hparams["scale"]) * params["h"]) * eps
 
+    def var_ratio(params, real):
+        _, cov = masked_cov(params["points"], params["weights"])
+        _, t_cov = masked_cov(real.test, jnp.ones(real.test.shape[:1], jnp.float32))
+        t_trace = jnp.trace(t_cov)
+        return (jnp.trace(cov) + d * params["h"] ** 2) / t_trace, t_trace
+
     def evaluate(params, real, hparams):
         del hparams
         points, w, h = params["points"], params["weights"], params["h"]
-        _, cov = masked_cov(points, w)
-        _, t_cov = masked_cov(real.test, jnp.ones(real.test.shape[:1], jnp.float32))
         return {
             "nll": -jnp.mean(kde_log_density(real.test, points, w, h)),
             "bandwidth": h,
-            "var_ratio": (jnp.trace(cov) + d * h**2) / jnp.trace(t_cov),
+            "var_ratio": var_ratio(params, real)[0],
         }
 
-    return GenerativeModel(init, fit, sample, evaluate)
+    def collapsed(params, real, hparams):
+        del hparams
+        ratio, t_trace = var_ratio(params, real)
+        return (ratio <= COLLAPSE_FLOOR) & jnp.isfinite(t_trace)
+
+    return GenerativeModel(init, fit, sample, evaluate, collapsed)
 

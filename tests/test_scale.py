@@ -78,6 +78,13 @@ def test_memory_plan_names_chunk_size():
         plan_sweep(static, {}, 10, budget=one // 2, devices=1)
     with pytest.raises(ConfigError, match=r"chunk_size=8: .*use chunk_size<=4"):
         plan_sweep(static, {}, 10, chunk_size=8, budget=4 * one, devices=1)
+    # never a lone chain on a device when memory allows (a batch of one is lowered differently)
+    assert plan_sweep(static, {}, 3, budget=4 * one, devices=8).chunk_size == 16
+    assert plan_sweep(static, {}, 1, budget=4 * one, devices=1).chunk_size == 2
+    assert plan_sweep(static, {}, 3, chunk_size=16, budget=4 * one, devices=8).chunk_size == 16
+    assert plan_sweep(static, {}, 3, chunk_size=8, budget=4 * one, devices=8).chunk_size == 8
+    assert plan_sweep(static, {}, 1, budget=one, devices=1).chunk_size == 1  # memory wins
+    assert plan_sweep(static, {}, 5, chunk_size=1, budget=4 * one, devices=1).chunk_size == 1
 
 
 def test_new_experiment_fields_are_validated():
@@ -102,6 +109,12 @@ _DEVICES_SCRIPT = textwrap.dedent("""
         assert r.chunk_size == 16 and r.positions.tolist() == list(range(11))  # 5 padded
         for m, v in r.metrics.items():
             out[f"{model}/{regime}/{m}"] = v
+        # 8 chains on 8 devices: still 2 per device (8 padded), the same compiled programs
+        r = run_sweep(static, jax.random.key(3), np.arange(8), {k: v[:8] for k, v in hp.items()},
+                      {}, generation_chunk=3)
+        assert r.chunk_size == 16
+        for m, v in r.metrics.items():
+            out[f"{model}/{regime}/8/{m}"] = v
     np.savez(sys.argv[1], **out)
 """)
 
@@ -134,12 +147,18 @@ def _one_vs_eight_devices(tmp_path, pairs, chunk_size):
         for m, v in ref.items():
             np.testing.assert_array_equal(got[f"{model}/{regime}/{m}"], v,
                                           err_msg=f"{model} {regime} {m}")
+            if chunk_size is None:  # batch-independent families: also the 8-chain sweep
+                np.testing.assert_array_equal(got[f"{model}/{regime}/8/{m}"], v[:8],
+                                              err_msg=f"{model} {regime} {m} (8 chains)")
 
 
 def test_one_device_and_eight_fake_devices_agree_bitwise(tmp_path):
     """Same chains on 8 fake CPU devices (2 chains per device) and on one device (all 11 chains in
     one batch): the Gaussian, linear regression and categorical families under ``replace`` and
-    ``accumulate`` (and the Gaussian under ``accumulate_subsample``) agree bit for bit.
+    ``accumulate`` (and the Gaussian under ``accumulate_subsample``) agree bit for bit. So does a
+    sweep of 8 chains on the 8 devices, which the plan pads to 2 per device
+    (``sweep.MIN_CHAINS_PER_DEVICE``; one chain per device gave different Gaussian covariances
+    and linear regression errors, because XLA lowers the dots of a batch of one differently).
 
     Regression test for the Gaussian fit, which used to differ by 1 ulp: XLA's CPU algebraic
     simplifier rewrites ``a / broadcast(b)`` as ``a * broadcast(1 / b)`` only when ``b`` has one

@@ -155,10 +155,30 @@ def gather(data: Data, idx: Int[Array, " k"]) -> Data:
     return jax.tree.map(lambda x: x[idx], data)
 
 
+def safe_reciprocal(total: Float[Array, ""]) -> Float[Array, ""]:
+    """``1 / max(total, tiny)``: the normaliser of a mask-weighted statistic, computed once.
+
+    Statistics multiply by this reciprocal instead of dividing by a broadcast ``total``, so the
+    program fixes the arithmetic. XLA's CPU algebraic simplifier rewrites ``a / broadcast(b)``
+    into ``a * broadcast(1 / b)`` only when ``b`` has a single use; the SPMD partitioner runs CSE
+    before that pass (merging the mean's and the covariance's identical denominators into one
+    value with two uses), so a single-device program multiplied by the reciprocal while the same
+    program sharded over several devices divided, and the results differed in the last ulp. With
+    the reciprocal written out both programs compute the same operations (bit-identical on 1 or N
+    devices; tests/test_scale.py).
+
+    >>> import jax.numpy as jnp
+    >>> float(safe_reciprocal(jnp.float32(4.0)))
+    0.25
+    >>> bool(jnp.isfinite(safe_reciprocal(jnp.float32(0.0))))  # an empty mask: finite
+    True
+    """
+    return 1.0 / jnp.maximum(total, jnp.finfo(total.dtype).tiny)
+
+
 def masked_mean(x: Float[Array, "capacity d"], w: Float[Array, " capacity"]) -> Float[Array, " d"]:
     """Mask-weighted mean of the rows of ``x`` (zero when the weights sum to zero)."""
-    total = jnp.sum(w)
-    return (w @ x) / jnp.maximum(total, jnp.finfo(x.dtype).tiny)
+    return (w @ x) * safe_reciprocal(jnp.sum(w))
 
 
 def masked_cov(
@@ -175,8 +195,7 @@ def masked_cov(
     mu = masked_mean(x, w)
     xc = x - mu[None, :]
     scatter = (xc * w[:, None]).T @ xc
-    denom = jnp.maximum(jnp.sum(w) - ddof, jnp.finfo(x.dtype).tiny)
-    return mu, scatter / denom
+    return mu, scatter * safe_reciprocal(jnp.sum(w) - ddof)
 
 
 def pool_metrics(view: Pool) -> dict[str, Array]:

@@ -281,6 +281,12 @@ def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> 
     return int(factor * nbytes)
 
 
+#: Fewest chains per device a plan uses (padding with copies) unless memory or an explicit
+#: ``chunk_size`` forces fewer: XLA lowers a batch of one chain differently (it drops the unit
+#: batch dimension and emits the dots differently), so a lone chain's numbers would differ from
+#: the same chain's in a batch, e.g. 8 chains on 8 devices vs on 1 (tests/test_scale.py).
+MIN_CHAINS_PER_DEVICE = 2
+
 #: Environment variable overriding the per-device memory budget (bytes) of ``memory_budget``.
 ENV_MEMORY_BUDGET = "COLLAPSE_JAX_MEMORY_BUDGET"
 
@@ -319,7 +325,9 @@ def plan_sweep(
         args: the source's host data.
         num_chains: real chains.
         chunk_size: chains per batch over all devices (rounded up to a multiple of ``devices``);
-            None chooses the largest that fits ``budget``, balanced so padding is small.
+            None chooses the largest that fits ``budget``, balanced so padding is small. Either
+            way at least ``MIN_CHAINS_PER_DEVICE`` per device when memory (and an explicit
+            ``chunk_size``) allow.
         generation_chunk: generations per ``advance`` call; None = about a tenth of the chain.
         devices: mesh size (default: every device).
         budget: bytes per device (default ``memory_budget()``).
@@ -343,9 +351,10 @@ def plan_sweep(
                 f"pool smaller: n, n0, d, generations)"
             )
         n_batches = -(-need // fit)
-        per_device = -(-need // n_batches)
+        per_device = max(-(-need // n_batches), min(MIN_CHAINS_PER_DEVICE, fit))
     else:
-        per_device = min(-(-chunk_size // devices), need)
+        asked = -(-chunk_size // devices)
+        per_device = max(min(asked, need), min(asked, MIN_CHAINS_PER_DEVICE, fit))
         if per_device > fit:
             raise ConfigError(
                 f"chunk_size={chunk_size}: {per_device} chains per device need "
@@ -399,10 +408,12 @@ def _sharded(fn: Callable, mesh: Mesh, batched: tuple[bool, ...]) -> Callable:
     """``jit(shard_map(fn))``: every device runs ``fn`` on its own block of chains.
 
     ``shard_map`` (not automatic partitioning) keeps the per-device program the plain vmapped
-    chain on a local batch. Results are bit-identical on 1 or N devices (and hosts) for the
-    tested models and regimes except where XLA's single-device program simplifies math the
-    partitioned one does not: the Gaussian fit under ``replace`` / ``accumulate`` then differs in
-    the last ulp (relative 1e-6; see tests/test_scale.py).
+    chain on a local batch. Results are bit-identical on 1 or N devices (and hosts) at the same
+    number of chains per device; with a different batch per device the Gaussian, linear
+    regression and categorical families still agree bitwise (tested), KDE and GMM differ in the
+    last ulp because XLA CPU's ``exp`` / ``log`` depend on the position of an element in a
+    vectorised loop (see tests/test_scale.py). Keep >= 2 chains per device: a batch of one is
+    lowered differently.
     """
     specs = tuple(P(AXIS) if b else P() for b in batched)
     mapped = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)

@@ -1,14 +1,15 @@
 """XLA CPU defaults collapse_jax needs, applied on import (before the first computation).
 
-``--xla_cpu_enable_concurrency_optimized_scheduler=false``: with jaxlib 0.10.2 the CPU runtime's
-concurrency-optimised scheduler deadlocked vmapped chain programs that run several LAPACK custom
-calls (eigh, Cholesky) side by side: every XLA worker idle, the host blocked in
-``BlockUntilReady`` forever (reproduced: 2,000 Gaussian chains, d = 5, 20 generations, all five
-metrics hung on every run; with the flag 9/9 runs finished). ``--xla_cpu_multi_thread_eigen=false``
-did not help. The flag is only added when ``XLA_FLAGS`` does not mention it, so a user can turn
-the scheduler back on with ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true``.
-XLA reads ``XLA_FLAGS`` when the CPU backend starts, so this must run before any computation:
-import collapse_jax before running JAX code (a warning says when that was too late).
+With jaxlib 0.10.2 on this 2-core machine, vmapped chain programs that run several LAPACK custom
+calls (eigh, Cholesky) deadlocked at random: every XLA worker idle, the host blocked in
+``BlockUntilReady`` forever. Two reproducers (both in ``tests/test_gaussian_fast_path.py``'s
+setting): 2,000 sample-path Gaussian chains, d = 5, 20 generations, all five metrics; and 1,000
+chains with n = 4 <= d = 5. Each flag alone still hung one of them
+(``--xla_cpu_multi_thread_eigen=false`` the first, the scheduler flag the second, 2 of 3 runs);
+with both, 10/10 runs finished. The same class of wedge is reported upstream for vmap graphs on
+XLA CPU. A flag is only added when ``XLA_FLAGS`` does not mention it, so users can override
+either. XLA reads ``XLA_FLAGS`` when the CPU backend starts, so this must run before any
+computation: import collapse_jax before running JAX code (a warning says when that was too late).
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from __future__ import annotations
 import os
 import warnings
 
-FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",
+         "--xla_cpu_multi_thread_eigen=false")
 
 
 def apply_cpu_defaults() -> None:
-    """Add ``FLAG`` to ``XLA_FLAGS`` unless it is already set either way."""
+    """Add each of ``FLAGS`` to ``XLA_FLAGS`` unless ``XLA_FLAGS`` already sets it either way."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_enable_concurrency_optimized_scheduler" in flags:
+    missing = [f for f in FLAGS if f.split("=")[0] not in flags]
+    if not missing:
         return
-    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}".strip()
+    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
     try:
         from jax._src import xla_bridge
 
@@ -34,5 +37,5 @@ def apply_cpu_defaults() -> None:
     if started:
         warnings.warn(
             "collapse_jax was imported after JAX started its CPU backend, so the workaround for "
-            f"an XLA CPU deadlock ({FLAG}) is not active; import collapse_jax first or set "
+            f"an XLA CPU deadlock ({' '.join(missing)}) is not active; import collapse_jax first or set "
             "XLA_FLAGS yourself", RuntimeWarning, stacklevel=3)

@@ -26,6 +26,33 @@ def psd_sqrt(cov: Float[Array, "d d"]) -> Float[Array, "d d"]:
     return (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :]) @ evecs.T
 
 
+def psd_cholesky(s: Float[Array, "d d"]) -> Float[Array, "d d"]:
+    """Lower-triangular ``L`` with ``L L^T = s`` for a symmetric PSD ``s``, singular allowed.
+
+    Column Cholesky in plain ``jnp`` (a ``fori_loop`` over the d columns: under ``vmap`` one
+    batched program, no per-matrix LAPACK call). A pivot at or below ``d * eps * max(diag(s))``
+    counts as zero and its column is set to 0, so a rank-deficient ``s`` (a scatter of n <= d
+    points, a collapsed covariance) gives a finite factor of the same rank instead of NaN.
+
+    >>> import jax.numpy as jnp
+    >>> psd_cholesky(jnp.array([[4.0, 2.0], [2.0, 1.0]])).tolist()  # rank 1
+    [[2.0, 0.0], [1.0, 0.0]]
+    """
+    d = s.shape[-1]
+    diag = jnp.diagonal(s)
+    tol = d * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(diag), jnp.finfo(s.dtype).tiny)
+    rows = jnp.arange(d)
+
+    def column(j, chol):
+        col = s[:, j] - chol @ chol[j, :]
+        pivot = col[j]
+        ok = pivot > tol
+        inv = jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, pivot, 1.0)), 0.0)
+        return chol.at[:, j].set(jnp.where(rows >= j, col * inv, 0.0))
+
+    return jax.lax.fori_loop(0, d, column, jnp.zeros_like(s))
+
+
 def floored_eigvalsh(cov: Float[Array, "d d"]) -> Float[Array, " d"]:
     """Eigenvalues of a symmetric matrix, floored at a tiny positive value (finite logs)."""
     evals = jnp.linalg.eigvalsh(cov)

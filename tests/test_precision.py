@@ -47,13 +47,17 @@ def _chain_g0(model: str, dtype: str, **sizes):
     return g0(jax.random.key(7), hp)
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gaussian_fit_matches_float64_reference(dtype):
+def test_gaussian_fit_matches_float64_reference(dtype, fast_path):
     with _x64(dtype):
-        real, params, metrics = _chain_g0("gaussian", dtype, n0=50, n=50, d=4, n_test=20)
-        assert params["cov"].dtype == jnp.dtype(dtype) and metrics["w2"].dtype == jnp.dtype(dtype)
+        real, params, metrics = _chain_g0("gaussian", dtype, n0=50, n=50, d=4, n_test=20,
+                                          options=(("fast_path", fast_path),))
+        # the fast path carries a lower-triangular root of the covariance instead
+        cov = params["root"] @ params["root"].T if fast_path else params["cov"]
+        assert cov.dtype == jnp.dtype(dtype) and metrics["w2"].dtype == jnp.dtype(dtype)
         x = np.asarray(real.train, np.float64)
-        mean, cov = np.asarray(params["mean"]), np.asarray(params["cov"])
+        mean, cov = np.asarray(params["mean"]), np.asarray(cov)
         trace_ratio = float(metrics["trace_ratio"])
     ref_mean = x.mean(axis=0)
     ref_cov = np.cov(x.T, bias=True)

@@ -36,6 +36,6 @@ def apply_cpu_defaults() -> None:
         started = False
     if started:
         warnings.warn(
-            "collapse_jax was imported after JAX started its CPU backend, so the workaround for "
-            f"an XLA CPU deadlock ({' '.join(missing)}) is not active; import collapse_jax first or set "
-            "XLA_FLAGS yourself", RuntimeWarning, stacklevel=3)
+            "collapse_jax was imported after JAX started its CPU backend, so the workaround "
+            f"for an XLA CPU deadlock ({' '.join(missing)}) is not active; import collapse_jax "
+            "first or set XLA_FLAGS yourself", RuntimeWarning, stacklevel=3)

@@ -81,7 +81,8 @@ def _overhead(args) -> None:
 
     exp = cj.Experiment(name="bench", model="gaussian", regimes=("accumulate",),
                         seeds=args.chains, generations=args.generations, n=args.n, d=args.d,
-                        n_test=100, chunk_size=args.chains)
+                        n_test=100, chunk_size=args.chains,
+                        options={"fast_path": False})  # the sample path: real work per chunk
     variants = {
         "one_chunk_in_memory": dict(exp=exp.override([f"generation_chunk={args.generations - 1}"]),
                                     out=False),

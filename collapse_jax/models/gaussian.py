@@ -232,9 +232,10 @@ def bartlett_factor(key: PRNGKey, d: int, dof: int, dtype=jnp.float32) -> Float[
     df = (dof - idx).astype(dtype)
     live = df > 0
     diag = jnp.where(live, jnp.sqrt(chisquare(k_chi, jnp.where(live, df, 1.0))), 0.0)
-    below = (idx[:, None] > idx[None, :]) & (idx[None, :] < dof)
-    z = jax.random.normal(k_norm, (d, d), dtype)
-    return jnp.where(below, z, 0.0) + jnp.diag(diag)
+    rows, cols = jnp.tril_indices(d, -1)  # only the d(d-1)/2 normals below the diagonal
+    z = jax.random.normal(k_norm, rows.shape, dtype)
+    lower = jnp.zeros((d, d), dtype).at[rows, cols].set(jnp.where(cols < dof, z, 0.0))
+    return lower + jnp.diag(diag)
 
 
 def statistics(x: Float[Array, "m d"]) -> dict[str, Array]:

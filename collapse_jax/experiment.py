@@ -352,7 +352,13 @@ def final_summary(results: Results) -> pd.DataFrame:
     """One row per (regime, swept values, metric) at the last generation.
 
     Columns: ``mean, median, std, sem, theory`` (theory is NaN where there is no closed form).
+    Chains flagged ``nonfinite`` make these inf or NaN, without a warning.
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _final_summary(results)
+
+
+def _final_summary(results: Results) -> pd.DataFrame:
     t = results.table
     last = t[t["generation"] == t["generation"].max()]
     keys = ["regime", *results.swept]

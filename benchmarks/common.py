@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import collapse_jax  # noqa: F401  (XLA CPU flags before the backend starts)
 import jax
+
+import collapse_jax  # noqa: F401  (XLA CPU flags before the backend starts)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

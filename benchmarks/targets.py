@@ -113,7 +113,8 @@ def main():
         b = baseline(regime, args.baseline_seeds, args.generations)
         base_all = b["wall_s"] * args.seeds / args.baseline_seeds
         floor = sweep_floor(f, args.seeds, args.generations)
-        row = {"regime": regime, "metrics": args.metrics or "all", "seeds": args.seeds, "cli_wall_s": c["wall_s"],
+        row = {"regime": regime, "metrics": args.metrics or "all", "seeds": args.seeds,
+               "cli_wall_s": c["wall_s"],
                "baseline_s": base_all, "speedup": base_all / c["wall_s"], "floor_s": floor,
                "cli_over_floor": c["wall_s"] / floor, "cli": c, "baseline": b,
                "loadavg_after": os.getloadavg()}

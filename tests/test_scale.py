@@ -299,6 +299,9 @@ def test_table_in_memory_equals_table_from_parts(tmp_path):
     assert mem.equals(disk) and (mem.dtypes == disk.dtypes).all()
 
 
+# orbax/tensorstore leaves an internal coroutine un-awaited when reading truncated array files
+# fails; Python reports it whenever that coroutine is garbage-collected (flaky under -W error).
+@pytest.mark.filterwarnings("ignore:coroutine '.*' was never awaited:RuntimeWarning")
 @pytest.mark.parametrize("damage", ["files", "checksum"])
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, damage):
     ref = cj.run_experiment(EXP).table

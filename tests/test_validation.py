@@ -124,16 +124,20 @@ def float32_only_model(monkeypatch):
     monkeypatch.setitem(cj.MODELS, "_float32_only", spec)
 
 
+def _assert_one_line(msg: str, fragments) -> None:
+    """A one-line message containing every fragment."""
+    assert "\n" not in msg
+    for f in fragments:
+        assert f in msg, f"{f!r} not in {msg!r}"
+
+
 @pytest.mark.parametrize("base,changes,fragments",
                          [c[1:] for c in BAD_EXPERIMENTS], ids=[c[0] for c in BAD_EXPERIMENTS])
 @pytest.mark.usefixtures("float32_only_model")
 def test_bad_experiment_is_one_line_naming_field_value_and_allowed(base, changes, fragments):
     with pytest.raises(ConfigError) as info:
         validate(dataclasses.replace(base, **changes))
-    msg = str(info.value)
-    assert "\n" not in msg
-    for f in fragments:
-        assert f in msg, f"{f!r} not in {msg!r}"
+    _assert_one_line(str(info.value), fragments)
 
 
 def test_valid_experiments_pass():
@@ -187,10 +191,7 @@ BAD_SETS = [
 def test_bad_override_is_one_line_with_did_you_mean(items, fragments):
     with pytest.raises(ConfigError) as info:
         GAUSS.override(items)
-    msg = str(info.value)
-    assert "\n" not in msg
-    for f in fragments:
-        assert f in msg, f"{f!r} not in {msg!r}"
+    _assert_one_line(str(info.value), fragments)
 
 
 @pytest.mark.parametrize("items,fragments", [
@@ -294,10 +295,7 @@ def test_bad_config_file_is_one_line(tmp_path, text, fragments):
         ref = str(ref)
     with pytest.raises(ConfigError) as info:
         cli.load_config(ref)
-    msg = str(info.value)
-    assert "\n" not in msg
-    for f in fragments:
-        assert f in msg, f"{f!r} not in {msg!r}"
+    _assert_one_line(str(info.value), fragments)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 A run with an output directory keeps two things there, both written atomically:
 
-- ``parts/``: the results table, one CSV per (group, chain chunk, generation chunk, process),
-  written at every generation-chunk boundary with ``results.atomic_path``. A killed run keeps every
-  finished generation; a part computed twice (after a resume) is rewritten with the same bytes, so
-  the merged table never has duplicate or missing rows.
+- ``parts/``: the results table's numeric columns, one ``.npz`` per (group, chain chunk,
+  generation chunk, process), written atomically at every generation-chunk boundary
+  (``table.save_columns``). A killed run keeps every finished generation; parts after the point a
+  resume restarts from are deleted first, so the merged table never has duplicate or missing
+  rows.
 - ``checkpoints/``: an orbax ``CheckpointManager`` (keeps the last ``keep``) holding, after every
   generation chunk, the batched ``ChainState`` (pool + parameters: plain arrays, no keys; keys are
   re-derived from (chain id, generation)) and a JSON record of where the run is (group, chain
@@ -19,7 +20,7 @@ reruns from there: the final table is bit-identical to an uninterrupted run's.
 
 On a multi-host run every process writes its own parts (``-p<process>``) and its own shards of the
 state (orbax coordinates the save); ``finish`` merges each process's parts into
-``metrics-part-<process>.csv`` and process 0 merges those into the table.
+``metrics-part-<process>.npz`` and process 0 merges those into the table.
 
 References:
     Orbax documentation, "CheckpointManager" (atomic, asynchronous checkpointing of jax.Arrays).
@@ -44,12 +45,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from collapse_jax.config import ConfigError
+from collapse_jax.tables import load_columns, save_columns
 from collapse_jax.types import PyTree
 
 #: Helper columns of the parts (dropped from the final table): group index and chain position.
 ORDER_COLUMNS = ("_group", "_chain")
 
-_PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.csv$")
+_PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.npz$")
 
 
 class CheckpointWarning(UserWarning):
@@ -253,40 +255,13 @@ class Checkpointer:
 
 def part_name(group: int, chain_chunk: int, gen_start: int, process: int) -> str:
     """File name of one results part; names sort in run order."""
-    return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.csv"
+    return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.npz"
 
 
 def parse_part_name(name: str) -> tuple[int, int, int, int] | None:
     """``(group, chain_chunk, gen_start, process)`` of a part file name, or None."""
     m = _PART.match(name)
     return tuple(int(x) for x in m.groups()) if m else None  # type: ignore[return-value]
-
-
-def write_part(path: Path, frame: pd.DataFrame) -> None:
-    """Write one results part atomically."""
-    from collapse_jax.results import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
-def read_table(paths: Sequence[Path], float_dtype: Any = np.float32) -> pd.DataFrame:
-    """Concatenate CSV parts into one table in run order, with the in-memory dtypes restored
-    (``float_dtype`` metrics and hyperparameters, int32 seed and generation). Helper columns are
-    kept."""
-    frames = [pd.read_csv(p) for p in paths]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame()
-    t = pd.concat(frames, ignore_index=True)
-    for col in t.columns:
-        if t[col].dtype == np.float64:
-            t[col] = t[col].astype(float_dtype)
-    for col in ("seed", "generation"):
-        if col in t:
-            t[col] = t[col].astype(np.int32)
-    order = [c for c in (*ORDER_COLUMNS, "generation") if c in t]
-    return t.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 def finalize_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -309,8 +284,7 @@ class RunStore:
     """
 
     def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], keep: int = 3,
-                 resume: bool = False, every_seconds: float = 0.0,
-                 float_dtype: Any = np.float32):
+                 resume: bool = False, every_seconds: float = 0.0):
         self.out = Path(out_dir)
         self.parts = self.out / "parts"
         self.fingerprint = fingerprint
@@ -324,7 +298,6 @@ class RunStore:
         self.ckpt = Checkpointer(self.out / "checkpoints", keep)
         self.next_step = 0
         self.every_seconds = every_seconds
-        self.float_dtype = float_dtype
         self._last_save = time.monotonic()
         self._pending: dict[str, Any] | None = None  # last boundary not yet checkpointed
 
@@ -366,11 +339,12 @@ class RunStore:
                 path.unlink()
 
     def chunk_done(
-        self, group: int, frame: pd.DataFrame, chain_chunk: int, gen_start: int, gen_stop: int,
-        generations: int, state: PyTree, plan: dict[str, Any]
+        self, group: int, columns: dict[str, np.ndarray], chain_chunk: int, gen_start: int,
+        gen_stop: int, generations: int, state: PyTree, plan: dict[str, Any]
     ) -> None:
-        """Write the part of a finished generation chunk, then checkpoint the state after it."""
-        write_part(self.parts / part_name(group, chain_chunk, gen_start, self.process), frame)
+        """Write the rows of a finished generation chunk (numeric ``columns``) as a part, then
+        checkpoint the state after it (when due)."""
+        save_columns(self.parts / part_name(group, chain_chunk, gen_start, self.process), columns)
         record = {"fingerprint": self.fingerprint, "group": group, "chain_chunk": chain_chunk,
                   "generation": gen_stop, "plan": plan}
         self._pending = record
@@ -388,10 +362,10 @@ class RunStore:
         self._pending = None
         self._last_save = time.monotonic()
 
-    def finish(self) -> pd.DataFrame:
-        """Merge the parts into the run's table (process 0: every process's rows).
+    def finish(self) -> dict[str, np.ndarray]:
+        """Merge the parts into the run's columns, sorted (process 0: every process's rows).
 
-        On a multi-host run each process writes ``metrics-part-<process>.csv`` and process 0
+        On a multi-host run each process writes ``metrics-part-<process>.npz`` and process 0
         merges them; other processes return their own rows.
         """
         if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
@@ -400,18 +374,14 @@ class RunStore:
         self.ckpt.wait()
         mine = sorted(p for p in self.parts.iterdir()
                       if (k := parse_part_name(p.name)) is not None and k[3] == self.process)
+        local = load_columns(mine)
         if self.nproc == 1:
-            return read_table(mine, self.float_dtype)
-        from collapse_jax.results import atomic_path
-
-        local = read_table(mine, self.float_dtype)
-        with atomic_path(self.out / f"metrics-part-{self.process}.csv") as tmp:
-            local.to_csv(tmp, index=False)
+            return local
+        save_columns(self.out / f"metrics-part-{self.process}.npz", local)
         barrier("collapse_jax_parts_merged")
         if self.process != 0:
             return local
-        return read_table([self.out / f"metrics-part-{p}.csv" for p in range(self.nproc)],
-                          self.float_dtype)
+        return load_columns([self.out / f"metrics-part-{p}.npz" for p in range(self.nproc)])
 
     def close(self) -> None:
         self.ckpt.close()

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from collapse_jax import theory
+from collapse_jax import tables, theory
 from collapse_jax.chain import FLAGS
 from collapse_jax.config import (
     NOT_RESULT_FIELDS,
@@ -154,8 +154,7 @@ def run_experiment(
     restored = None
     if out_dir is not None:
         store = ckpt.RunStore(out_dir, fingerprint(exp), keep=exp.keep_checkpoints,
-                              resume=resume, every_seconds=float(exp.checkpoint_seconds),
-                              float_dtype=np.dtype(statics[0].dtype))
+                              resume=resume, every_seconds=float(exp.checkpoint_seconds))
         if resume:
             def target(record):
                 static = statics[record["group"]]
@@ -166,7 +165,8 @@ def run_experiment(
 
             restored = store.restore(target)
 
-    frames, groups = [], []
+    columns: list[dict[str, np.ndarray]] = []
+    groups: list[dict[str, Any]] = []
     try:
         for i, static in enumerate(statics):
             label = _group_label(static, swept)
@@ -183,22 +183,19 @@ def run_experiment(
                     else:
                         start = SweepStart(record["chain_chunk"], record["generation"], state)
             args = all_args[i]
-            group_frames: list[pd.DataFrame] = []
             gen_box = [0]
 
-            def on_chunk(out, i=i, static=static, label=label, gen_box=gen_box,
-                         group_frames=group_frames):
+            def on_chunk(out, i=i, static=static, label=label, gen_box=gen_box):
                 if out.overflow.any():
                     raise RuntimeError(
                         f"pool overflow in {int(out.overflow.sum())} chains of {label}: the "
                         f"regime's capacity is too small for n0={static.n0}, n={static.n}, "
                         f"generations={static.generations}"
                     )
-                frame = _frame(exp, static, swept, ids, hp, out.metrics, i, out.positions,
-                               out.gen_start)
-                group_frames.append(frame)
                 if store is not None:
-                    store.chunk_done(i, frame, out.chain_chunk, out.gen_start, out.gen_stop,
+                    cols = _columns(static, swept, ids, hp, out.metrics, i, out.positions,
+                                    out.gen_start)
+                    store.chunk_done(i, cols, out.chain_chunk, out.gen_start, out.gen_stop,
                                      static.generations, out.state, out.plan._asdict())
                 gen_box[0] = out.gen_stop
 
@@ -210,31 +207,30 @@ def run_experiment(
                     progress=lambda done, i=i, label=label, g=static.generations,
                     box=gen_box: report(f"{label} gen {box[0]}/{g}", i * len(ids) + done),
                 )
-            # rows computed in this call (none when a resumed run had finished this group)
-            group_table = pd.concat(group_frames, ignore_index=True).sort_values(
-                ["_chain", "generation"], kind="stable").reset_index(drop=True) if group_frames \
-                else None
+            # the whole chains computed in this call (a resumed run's first chunk is in parts)
+            group_cols = _columns(static, swept, ids, hp, res.metrics, i, res.positions, 0) \
+                if len(res.positions) else None
             if store is None:
-                frames.append(group_table)
+                columns.append(group_cols)
             groups.append({
                 "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
                 "chains": int(len(ids)), "chunk_size": res.chunk_size,
                 "generation_chunk": res.generation_chunk,
                 "compile_seconds": res.compile_seconds, "run_seconds": res.run_seconds,
             })
-            if on_group is not None and group_table is not None:
-                on_group(ckpt.finalize_table(group_table), groups[-1])
+            if on_group is not None and group_cols is not None:
+                on_group(ckpt.finalize_table(_table(exp, statics, group_cols)), groups[-1])
         report(None, total)
         if store is not None:
-            table = store.finish()
+            cols = store.finish()
         else:
-            table = pd.concat(frames, ignore_index=True)
+            cols = {k: np.concatenate([c[k] for c in columns]) for k in columns[0]}
     finally:
         if store is not None:
             store.close()
     if jax.process_index() == 0:
-        _check_complete(table, statics, len(ids), exp.generations)
-    table = ckpt.finalize_table(table)
+        _check_complete(cols, statics, len(ids), exp.generations)
+    table = ckpt.finalize_table(_table(exp, statics, cols))
     metrics = tuple(m for m in spec.metrics if m in table and m not in FLAGS) + tuple(
         c for c in table.columns if c not in ID_COLUMNS and c not in swept
         and c not in spec.metrics and c not in FLAGS
@@ -272,9 +268,21 @@ def flag_counts(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> dict[str, A
     Returns ``{"chains": N, "collapsed": k, "nonfinite": k, "by_regime": {regime: {...}}}``.
     """
     present = [f for f in FLAGS if f in table]
+    gens = chain_generations(table)
+    if gens:  # every chain's generations are consecutive rows: reshape instead of group
+        per_chain = {f: table[f].to_numpy(bool).reshape(-1, gens).any(axis=1) for f in present}
+        regimes = table["regime"].iloc[::gens].to_numpy()
+        out: dict[str, Any] = {"chains": int(len(regimes))}
+        out.update({f: int(per_chain[f].sum()) for f in present})
+        out["by_regime"] = {}
+        for r in dict.fromkeys(regimes):
+            mask = regimes == r
+            out["by_regime"][str(r)] = {"chains": int(mask.sum()),
+                                        **{f: int(per_chain[f][mask].sum()) for f in present}}
+        return out
     keys = ["regime", *swept, "seed"]
     per_chain = table.groupby(keys, sort=False)[present].any()
-    out: dict[str, Any] = {"chains": int(len(per_chain))}
+    out = {"chains": int(len(per_chain))}
     out.update({f: int(per_chain[f].sum()) for f in present})
     out["by_regime"] = {
         str(r): {"chains": int(len(f)), **{k: int(f[k].sum()) for k in present}}
@@ -283,20 +291,37 @@ def flag_counts(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> dict[str, A
     return out
 
 
+def chain_generations(table: pd.DataFrame) -> int:
+    """G when the rows are whole chains of generations ``0 .. G-1`` in order (the layout
+    ``run_experiment`` produces), else 0."""
+    if "generation" not in table or not len(table):
+        return 0
+    g = table["generation"].to_numpy()
+    gens = int(g.max()) + 1
+    if len(g) % gens or not np.array_equal(
+            g.reshape(-1, gens), np.broadcast_to(np.arange(gens), (len(g) // gens, gens))):
+        return 0
+    return gens
+
+
 def fingerprint(exp: Experiment) -> dict[str, Any]:
     """The experiment fields that fix the results (a resumed run must match them)."""
     d = exp.to_dict()
     return {k: v for k, v in d.items() if k not in NOT_RESULT_FIELDS}
 
 
-def _check_complete(table: pd.DataFrame, statics, chains: int, generations: int) -> None:
-    """Every (group, chain, generation) exactly once; raise naming what is wrong otherwise."""
+def _check_complete(cols: dict[str, np.ndarray], statics, chains: int, generations: int) -> None:
+    """Every (group, chain, generation) exactly once (``cols`` sorted by ``SORT_COLUMNS``);
+    raise naming what is wrong otherwise."""
     expected = len(statics) * chains * generations
-    keys = table[["_group", "_chain", "generation"]].to_numpy(np.int64)
-    unique = np.unique(keys, axis=0).shape[0] if len(keys) else 0
-    if len(table) != expected or unique != expected:
+    rows = len(cols["_group"]) if cols else 0
+    unique = rows
+    if rows > 1:
+        keys = np.stack([cols[k].astype(np.int64) for k in tables.SORT_COLUMNS], axis=1)
+        unique = rows - int(np.all(np.diff(keys, axis=0) == 0, axis=1).sum())
+    if rows != expected or unique != expected:
         raise RuntimeError(
-            f"results table has {len(table)} rows ({unique} distinct chain x generation) but "
+            f"results table has {rows} rows ({unique} distinct chain x generation) but "
             f"the experiment has {expected}: the parts on disk are incomplete or duplicated"
         )
 
@@ -306,25 +331,40 @@ def _group_label(static: StaticConfig, swept: dict[str, tuple]) -> str:
     return " ".join(parts)
 
 
-def _frame(exp, static, swept, ids, hp, metrics, group, positions, gen_start) -> pd.DataFrame:
-    """Rows of chains ``positions`` (indices into ``ids``) for generations ``gen_start ..``."""
+def _columns(static, swept, ids, hp, metrics, group, positions, gen_start) -> dict[str, Any]:
+    """Numeric columns of chains ``positions`` (indices into ``ids``) for generations
+    ``gen_start ..`` (``metrics``: name -> ``[chains, generations]``), chain-major."""
     chains, gens = next(iter(metrics.values())).shape
     positions = np.asarray(positions, np.int64)
+    rows = chains * gens
     cols: dict[str, Any] = {
-        "_group": np.full(chains * gens, group, np.int64),
+        "_group": np.full(rows, group, np.int64),
         "_chain": np.repeat(positions, gens),
-        "experiment": exp.name,
-        "model": exp.model,
-        "regime": static.regime,
         "seed": np.repeat(ids[positions], gens),
         "generation": np.tile(np.arange(gen_start, gen_start + gens, dtype=np.int32), chains),
     }
     for k in swept:
-        cols[k] = getattr(static, k) if k in ("n", "n0", "d") else np.repeat(
-            hp[k][positions].astype(static.dtype), gens)
+        cols[k] = np.full(rows, getattr(static, k), np.int64) if k in ("n", "n0", "d") else \
+            np.repeat(hp[k][positions].astype(static.dtype), gens)
     for k, v in metrics.items():
         cols[k] = v.reshape(-1).astype(bool) if k in FLAGS else v.reshape(-1)
-    return pd.DataFrame(cols)
+    return cols
+
+
+def _table(exp: Experiment, statics, cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The DataFrame of ``_columns`` rows: helper columns, ``ID_COLUMNS``, swept, metrics."""
+    if not cols:
+        return pd.DataFrame()
+    group = cols["_group"]
+    zeros = np.zeros(len(group), np.int32)
+    out: dict[str, Any] = {
+        "_group": group, "_chain": cols["_chain"],
+        "experiment": tables.strings([exp.name], zeros),
+        "model": tables.strings([exp.model], zeros),
+        "regime": tables.strings([s.regime for s in statics], group),
+    }
+    out.update((k, v) for k, v in cols.items() if k not in out)
+    return tables.frame(out)
 
 
 def _progress_callback(progress, total: int) -> Callable[[str | None, float], None]:

@@ -13,48 +13,70 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from collapse_jax.experiment import Results  # noqa: E402
+from collapse_jax.experiment import Results, chain_generations  # noqa: E402
 from collapse_jax.results import atomic_path  # noqa: E402
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def plot_metric(results: Results, metric: str, path: str | os.PathLike) -> Path:
-    """One PNG for ``metric``: a panel per swept-value combination, a line per regime."""
+def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarray]]]:
+    """Each facet's (swept values') chains as arrays: ``{facet: {regime: {metric: [chains,
+    generations]}}}``, facets sorted, regimes in table order.
+
+    The table holds each chain's generations as consecutive rows, so a facet's column is reshaped,
+    not pivoted (a pivot is used only for a table in another order).
+    """
     t = results.table
+    gens = results.experiment.generations
+    keys = ["regime", *results.swept]
+    out: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
+    for key, sub in t.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        if chain_generations(sub) == gens:
+            arrays = {m: sub[m].to_numpy(np.float64).reshape(-1, gens) for m in results.metrics}
+        else:
+            arrays = {m: sub.pivot_table(index="seed", columns="generation", values=m)
+                      .to_numpy(np.float64) for m in results.metrics}
+        out.setdefault(tuple(key[1:]), {})[key[0]] = arrays
+    return {k: out[k] for k in sorted(out)}
+
+
+def plot_metric(results: Results, metric: str, path: str | os.PathLike,
+                blocks: dict | None = None) -> Path:
+    """One PNG for ``metric``: a panel per swept-value combination, a line per regime
+    (``blocks``: a precomputed ``metric_blocks(results)``)."""
+    blocks = metric_blocks(results) if blocks is None else blocks
     facet_keys = list(results.swept)
-    facets = (
-        [((), t)] if not facet_keys
-        else [(k if isinstance(k, tuple) else (k,), f) for k, f in t.groupby(facet_keys)]
-    )
+    facets = list(blocks.items())
     ncols = min(len(facets), 3)
     nrows = -(-len(facets) // ncols)
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False, sharex=True
     )
-    regimes = list(dict.fromkeys(t["regime"]))
-    for ax, (key, frame) in zip(axes.flat, facets, strict=False):
+    regimes = list(dict.fromkeys(r for _, by_regime in facets for r in by_regime))
+    for ax, (key, by_regime) in zip(axes.flat, facets, strict=False):
         facet = dict(zip(facet_keys, key, strict=True))
         positive = True
+        vals = []
         for r_i, regime in enumerate(regimes):
-            sub = frame[frame["regime"] == regime]
-            if sub.empty:
+            if regime not in by_regime:
                 continue
-            wide = sub.pivot_table(index="generation", columns="seed", values=metric)
-            g = wide.index.to_numpy()
-            v = wide.to_numpy(np.float64)
+            v = by_regime[regime][metric].T  # [generations, chains]
+            g = np.arange(v.shape[0])
             color = _COLORS[r_i % len(_COLORS)]
-            mean = np.nanmean(v, axis=1)
-            lo, hi = np.nanpercentile(v, [25, 75], axis=1)
+            with np.errstate(invalid="ignore", over="ignore"):
+                mean = np.nanmean(v, axis=1)
+                lo, hi = np.nanpercentile(v, [25, 75], axis=1)
             ax.plot(g, mean, color=color, lw=1.8, label=f"{regime} (mean)")
             ax.fill_between(g, lo, hi, color=color, alpha=0.2, lw=0)
-            positive &= bool(np.all(v[np.isfinite(v)] > 0))
+            finite = v[np.isfinite(v)]
+            positive &= bool(np.all(finite > 0))
+            vals.append(finite)
             curve = results.theory_curve(regime, metric, facet)
             if curve is not None:
                 ax.plot(np.arange(len(curve)), curve, color=color, ls="--", lw=1.2,
                         label=f"{regime} (theory)")
-        vals = frame[metric].to_numpy(np.float64)
-        vals = vals[np.isfinite(vals)]
+        vals = np.concatenate(vals) if vals else np.zeros(0)
         if positive and vals.size and vals.max() / max(vals.min(), 1e-300) > 100:
             ax.set_yscale("log")
         title = ", ".join(f"{k}={v}" for k, v in facet.items())
@@ -82,7 +104,8 @@ def plot_all(results: Results, out_dir: str | os.PathLike) -> list[Path]:
     from collapse_jax.plots_images import is_image_experiment, sample_grid_figure
 
     out = Path(out_dir)
-    paths = [plot_metric(results, m, out / f"{m}.png") for m in results.metrics]
+    blocks = metric_blocks(results)
+    paths = [plot_metric(results, m, out / f"{m}.png", blocks) for m in results.metrics]
     if is_image_experiment(results.experiment):
         paths.append(sample_grid_figure(results.experiment, out / "samples.png"))
     return paths

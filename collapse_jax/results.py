@@ -21,6 +21,7 @@ import pandas as pd
 
 from collapse_jax.config import NOT_RESULT_FIELDS, ConfigError, Experiment
 from collapse_jax.experiment import Results, flag_counts
+from collapse_jax.tables import write_csv, write_parquet
 
 
 @contextlib.contextmanager
@@ -74,21 +75,13 @@ def versions() -> dict[str, str]:
 
 
 def write_results(results: Results, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``metrics.csv`` (and ``metrics.parquet`` when pyarrow is installed),
-    ``config.json`` and ``summary.json`` into ``out_dir``; return the paths written."""
+    """Write ``metrics.csv``, ``metrics.parquet`` (the same table with exact dtypes, faster to
+    load), ``config.json`` and ``summary.json`` into ``out_dir``; return the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics.csv": out / "metrics.csv"}
-    with atomic_path(paths["metrics.csv"]) as tmp:
-        results.table.to_csv(tmp, index=False)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        paths["metrics.parquet"] = out / "metrics.parquet"
-        with atomic_path(paths["metrics.parquet"]) as tmp:
-            results.table.to_parquet(tmp, index=False)
+    paths = {"metrics.csv": out / "metrics.csv", "metrics.parquet": out / "metrics.parquet"}
+    write_csv(results.table, paths["metrics.csv"])
+    write_parquet(results.table, paths["metrics.parquet"])
     paths["config.json"] = out / "config.json"
     write_json(paths["config.json"], config_record(results.experiment))
     paths["summary.json"] = out / "summary.json"
@@ -98,7 +91,7 @@ def write_results(results: Results, out_dir: str | os.PathLike) -> dict[str, Pat
         "model": results.experiment.model,
         "complete": True,
         "rows": int(len(results.table)),
-        "chains": int(results.table.groupby(["regime", *results.swept, "seed"]).ngroups),
+        "chains": int(len(results.table) // results.experiment.generations),
         "generations": results.experiment.generations,
         "flags": flag_counts(results.table, results.swept),
         "timing": results.groups,
@@ -194,10 +187,11 @@ class GroupWriter:
     """Writes results while a run goes: ``run_experiment(exp, on_group=GroupWriter(out, exp))``.
 
     ``start()`` writes ``config.json`` and a ``summary.json`` with ``"complete": false``; each
-    finished StaticConfig group rewrites ``metrics.csv`` (atomically) with every row so far and
-    updates ``summary.json``; ``fail(error)`` records the error. An exception in a later group
-    therefore leaves the earlier groups' rows readable; ``write_results`` at the end replaces
-    everything with the complete outputs.
+    finished StaticConfig group updates ``summary.json`` (its rows are kept in memory);
+    ``fail(error)`` records the error and writes ``metrics.csv`` with every finished group's rows.
+    An exception in a later group therefore leaves the earlier groups' rows readable (a killed
+    process keeps its finished generations in ``parts/`` for ``--resume``); ``write_results`` at
+    the end writes the complete outputs. The table is serialised once either way.
     """
 
     def __init__(self, out_dir: str | os.PathLike, exp: Experiment):
@@ -214,11 +208,11 @@ class GroupWriter:
     def __call__(self, frame: pd.DataFrame, group: dict[str, Any]) -> None:
         self.frames.append(frame)
         self.groups.append(group)
-        with atomic_path(self.out / "metrics.csv") as tmp:
-            pd.concat(self.frames, ignore_index=True).to_csv(tmp, index=False)
         self._summary()
 
     def fail(self, error: BaseException) -> None:
+        if self.frames:
+            write_csv(pd.concat(self.frames, ignore_index=True), self.out / "metrics.csv")
         self._summary(error=f"{type(error).__name__}: {' '.join(str(error).split())}")
 
     def _summary(self, **extra: Any) -> None:

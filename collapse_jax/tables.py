@@ -1,0 +1,110 @@
+"""The results table as columns: building it from numpy arrays, parts on disk, CSV and Parquet.
+
+A run's rows are produced as a dict of numpy columns per (group, chain chunk, generation chunk);
+text columns (experiment, model, regime) are the same for a whole group, so they are added once,
+at the end, as Arrow-backed strings. Nothing here creates a Python object per row: a table of 10^7
+rows is built in about a second and written with Arrow's CSV writer (about 8x faster than
+``DataFrame.to_csv``; float32 values print in their shortest round-trip form).
+
+Parts (``save_columns`` / ``load_columns``) are uncompressed ``.npz`` files of the numeric
+columns, written atomically; reading them back gives the exact arrays (dtypes included).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+#: Columns every part and table sort by: group, chain position, generation.
+SORT_COLUMNS = ("_group", "_chain", "generation")
+
+
+def save_columns(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
+    """Write numeric ``columns`` (equal lengths) to ``path`` (``.npz``) atomically."""
+    from collapse_jax.results import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in columns.items()})
+
+
+def load_columns(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
+    """The parts at ``paths`` concatenated column by column and sorted by ``SORT_COLUMNS``.
+
+    Returns an empty dict when there are no rows.
+    """
+    parts = []
+    for p in paths:
+        with np.load(p) as z:
+            part = {k: z[k] for k in z.files}
+        if part and len(next(iter(part.values()))):
+            parts.append(part)
+    if not parts:
+        return {}
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return sort_columns(cols)
+
+
+def sort_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows ordered by ``SORT_COLUMNS`` (stable); unchanged when already in order."""
+    keys = [cols[k] for k in SORT_COLUMNS if k in cols]
+    if not keys or len(keys[0]) < 2:
+        return cols
+    stacked = np.stack([k.astype(np.int64) for k in keys], axis=1)
+    diff = np.diff(stacked, axis=0)
+    # lexicographic order holds when each step's first nonzero difference is positive
+    first = np.argmax(diff != 0, axis=1)
+    step = diff[np.arange(len(diff)), first]
+    if np.all(step >= 0):
+        return cols
+    order = np.lexsort(keys[::-1])
+    return {k: v[order] for k, v in cols.items()}
+
+
+def strings(names: Sequence[str], codes: np.ndarray) -> pd.Series:
+    """A string column ``names[codes]`` without a Python object per row (Arrow-backed)."""
+    arr = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)),
+                                         pa.array(list(names), pa.string()))
+    return pd.Series(pd.arrays.ArrowStringArray(arr.cast(pa.string()))).astype("str")
+
+
+def frame(columns: Mapping[str, np.ndarray | pd.Series]) -> pd.DataFrame:
+    """A DataFrame from equal-length columns, in the given order (no copies of numeric arrays
+    beyond pandas' own)."""
+    return pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series) else v)
+                         for k, v in columns.items()}, copy=False)
+
+
+def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``table`` as CSV atomically with Arrow's writer (no index; quotes only where
+    needed; booleans as ``true``/``false``, which ``pandas.read_csv`` reads back as bool)."""
+    from collapse_jax.results import atomic_path
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    header = ",".join(_csv_field(str(c)) for c in table.columns) + "\n"
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header.encode())
+        pa_csv.write_csv(arrow, f, pa_csv.WriteOptions(include_header=False,
+                                                       quoting_style="needed"))
+
+
+def _csv_field(text: str) -> str:
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``table`` as Parquet atomically (exact dtypes; the fast way to load a big run)."""
+    from collapse_jax.results import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+__all__ = ["frame", "load_columns", "save_columns", "sort_columns", "strings", "write_csv",
+           "write_parquet"]

@@ -1,0 +1,89 @@
+"""The results table as columns: parts round trip, ordering, string columns, CSV and Parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from collapse_jax import tables
+
+
+def _part(group, chains, gen_start, gens, rng):
+    rows = len(chains) * gens
+    return {
+        "_group": np.full(rows, group, np.int64),
+        "_chain": np.repeat(np.asarray(chains, np.int64), gens),
+        "seed": np.repeat(np.asarray(chains, np.int32), gens),
+        "generation": np.tile(np.arange(gen_start, gen_start + gens, dtype=np.int32),
+                              len(chains)),
+        "metric": rng.standard_normal(rows).astype(np.float32),
+        "flag": rng.random(rows) < 0.5,
+    }
+
+
+def test_parts_round_trip_exactly_and_merge_in_chain_generation_order(tmp_path):
+    rng = np.random.default_rng(0)
+    # generation chunks of two chain chunks, written out of row order (as a run does)
+    parts = [_part(0, [0, 1], 0, 1, rng), _part(0, [0, 1], 1, 3, rng),
+             _part(0, [2], 0, 1, rng), _part(0, [2], 1, 3, rng), _part(1, [0, 1, 2], 0, 4, rng)]
+    paths = []
+    for i, p in enumerate(parts):
+        paths.append(tmp_path / f"p{i}.npz")
+        tables.save_columns(paths[-1], p)
+    cols = tables.load_columns(paths[::-1])
+    keys = np.stack([cols[k] for k in tables.SORT_COLUMNS], axis=1)
+    assert len(keys) == 2 * 3 * 4 and len(np.unique(keys, axis=0)) == len(keys)
+    order = np.lexsort(keys.T[::-1])
+    assert np.array_equal(order, np.arange(len(keys)))  # sorted
+    for k, v in parts[0].items():
+        assert cols[k].dtype == v.dtype, k
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ref = tables.sort_columns(merged)
+    for k in cols:
+        assert np.array_equal(cols[k], ref[k]), k  # every value, bit for bit
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    assert tables.load_columns([]) == {}
+
+
+def test_sort_columns_leaves_sorted_rows_alone_and_sorts_the_rest():
+    rng = np.random.default_rng(1)
+    p = _part(0, [0, 1, 2], 0, 5, rng)
+    assert tables.sort_columns(p) is p
+    perm = rng.permutation(len(p["_chain"]))
+    shuffled = {k: v[perm] for k, v in p.items()}
+    back = tables.sort_columns(shuffled)
+    for k in p:
+        assert np.array_equal(back[k], p[k]), k
+
+
+def test_string_column_is_the_default_string_dtype():
+    codes = np.array([0, 1, 1, 0, 2], np.int64)
+    s = tables.strings(["replace", "accumulate", "replace"], codes)
+    assert s.tolist() == ["replace", "accumulate", "accumulate", "replace", "replace"]
+    assert s.dtype == pd.Series(["x"]).dtype
+
+
+def test_csv_and_parquet_read_back_to_the_same_values(tmp_path):
+    rng = np.random.default_rng(2)
+    n = 1000
+    t = tables.frame({
+        "experiment": tables.strings(["exp, with comma"], np.zeros(n, np.int32)),
+        "seed": np.arange(n, dtype=np.int32),
+        "x": np.concatenate([rng.standard_normal(n - 3), [np.nan, np.inf, -np.inf]])
+        .astype(np.float32) * np.float32(1e-20),
+        "y": rng.standard_normal(n),
+        "flag": rng.random(n) < 0.3,
+    })
+    tables.write_csv(t, tmp_path / "t.csv")
+    text = (tmp_path / "t.csv").read_text().splitlines()
+    assert text[0] == "experiment,seed,x,y,flag"
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert back["experiment"].eq("exp, with comma").all()
+    assert back["flag"].dtype == bool and np.array_equal(back["flag"], t["flag"])
+    # float32 values print in a form that parses back to the same float32 (NaN, inf included)
+    np.testing.assert_array_equal(back["x"].to_numpy(np.float32), t["x"].to_numpy())
+    np.testing.assert_array_equal(back["y"].to_numpy(), t["y"].to_numpy())
+    tables.write_parquet(t, tmp_path / "t.parquet")
+    pq = pd.read_parquet(tmp_path / "t.parquet")
+    assert (pq.dtypes == t.dtypes).all()
+    pd.testing.assert_frame_equal(pq, t)

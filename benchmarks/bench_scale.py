@@ -9,11 +9,11 @@ before the timed repeats):
    (``XLA_FLAGS=--xla_force_host_platform_device_count=K``, one subprocess each). The fake devices
    share the machine's real cores, so the expected result is flat: sharding buys nothing on one
    CPU host; it is there for GPUs, TPUs and many hosts.
-2. ``overhead``: ``run_experiment`` wall time with generation chunks + results parts + orbax
-   checkpoints (``out_dir``, the CLI's path; default ``checkpoint_seconds``, and a checkpoint at
-   every chunk) against one chunk in memory (``generation_chunk = generations - 1``, no
-   ``out_dir``), as a percentage of the latter; also chunks without checkpoints, to split the
-   costs. Goal: < 5%.
+2. ``overhead``: ``run_experiment`` wall time with the default (time-sized) generation chunks +
+   results parts + orbax checkpoints (``out_dir``, the CLI's path; default ``checkpoint_seconds``,
+   and a checkpoint at every chunk) against one chunk in memory (``generation_chunk = generations
+   - 1``, no ``out_dir``), as a percentage of the latter; also chunks without parts, to split the
+   costs, and the old fixed chunks of a tenth of the chain with a checkpoint at each. Goal: < 5%.
 """
 
 from __future__ import annotations
@@ -83,33 +83,41 @@ def _overhead(args) -> None:
                         seeds=args.chains, generations=args.generations, n=args.n, d=args.d,
                         n_test=100, chunk_size=args.chains,
                         options={"fast_path": False})  # the sample path: real work per chunk
+    tenth = -(-(args.generations - 1) // 10)
     variants = {
         "one_chunk_in_memory": dict(exp=exp.override([f"generation_chunk={args.generations - 1}"]),
                                     out=False),
-        "chunks_in_memory": dict(exp=exp, out=False),
-        "chunks_parts_checkpoints": dict(exp=exp, out=True),  # default checkpoint_seconds
-        "chunks_parts_checkpoint_every_chunk": dict(
+        "time_sized_chunks_in_memory": dict(exp=exp, out=False),
+        "time_sized_chunks_parts_checkpoints": dict(exp=exp, out=True),  # the CLI's defaults
+        "time_sized_chunks_parts_checkpoint_every_chunk": dict(
             exp=exp.override(["checkpoint_seconds=0"]), out=True),
+        "tenth_chunks_parts_checkpoint_every_chunk": dict(
+            exp=exp.override(["checkpoint_seconds=0", f"generation_chunk={tenth}"]), out=True),
     }
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants.values():  # compile everything first
             cj.run_experiment(v["exp"], out_dir=Path(tmp) / "warm" if v["out"] else None)
         times = {name: [] for name in variants}
+        chunks = {name: [] for name in variants}
         for r in range(args.repeats):
             for name, v in variants.items():  # interleaved: load drifts hit every variant
+                calls = [0]
+
+                def progress(label, done, total, calls=calls):
+                    calls[0] += label is not None
+
                 t0 = time.perf_counter()
-                res = cj.run_experiment(v["exp"], out_dir=Path(tmp) / f"{name}{r}"
-                                        if v["out"] else None)
+                cj.run_experiment(v["exp"], out_dir=Path(tmp) / f"{name}{r}" if v["out"]
+                                  else None, progress=progress)
                 times[name].append(time.perf_counter() - t0)
-        gen_chunk = res.groups[0]["generation_chunk"]
+                chunks[name].append(calls[0])  # generation chunks, init included
     base = statistics.median(times["one_chunk_in_memory"])
     for name, ts in times.items():
         med = statistics.median(ts)
         emit({
             "bench": "overhead", "variant": name, "chains": args.chains,
             "generations": args.generations, "n": args.n, "d": args.d,
-            "generation_chunk": args.generations - 1 if name == "one_chunk_in_memory"
-            else gen_chunk, "wall_s_median": round(med, 4),
+            "chunks": chunks[name], "wall_s_median": round(med, 4),
             "wall_s_all": [round(t, 4) for t in ts],
             "overhead_pct": round(100 * (med - base) / base, 2),
         }, args.out)

@@ -111,7 +111,8 @@ class Experiment:
         chunk_size: chains per compiled batch over all devices (None = choose from the memory
             estimate; rounded up to a multiple of the device count).
         generation_chunk: generations per compiled call between checkpoints and progress updates
-            (None = about a tenth of the chain); does not change the results.
+            (None = sized by time: about ``sweep.CHUNK_SECONDS`` of work per call); does not
+            change the results.
         keep_checkpoints: checkpoints kept in the output directory (the last k).
         checkpoint_seconds: minimum seconds between two checkpoints (taken at generation-chunk
             boundaries; 0 = at every boundary). A killed run loses at most about this much work.

@@ -12,12 +12,16 @@ The host loop, for one StaticConfig:
 - **sharding**: the chain axis of every batch is sharded over a 1-d ``jax.sharding.Mesh`` with
   axis ``'chains'`` (``NamedSharding(mesh, P('chains'))``); the source's host data and the root
   key are replicated. One config runs on 1 or N devices, or N hosts, unchanged. No ``pmap``.
-- **generation chunks**: ``chain.init`` (generation 0) then ``generation_chunk`` generations
-  of ``chain.step`` at a time in a ``lax.scan`` (``chain.advance`` with a mask). ``start`` and
-  ``stop`` are traced, so one compiled program serves every chunk (a last, shorter chunk skips
-  the generations past the end with a ``lax.cond`` on the unbatched generation index). The
-  batched ``ChainState`` stays on device between chunks; at each boundary ``on_chunk`` sees the
-  metrics and the state (checkpoints).
+- **generation chunks**: ``chain.init`` (generation 0) then generations ``start .. stop - 1`` of
+  ``chain.step`` per call, in a ``lax.scan`` of static length ``generation_chunk`` whose steps at
+  or past the traced ``stop`` are skipped (a ``lax.cond`` on the unbatched generation index), so
+  one compiled program serves chunks of any length. By default chunks are sized by time: the
+  first runs one generation, later ones about ``CHUNK_SECONDS`` of measured work each, so the
+  fixed cost of a chunk boundary (fetching metrics, a results part, a checkpoint, a progress
+  update) stays a few percent of the run; an explicit ``generation_chunk`` gives fixed chunks.
+  Calls are pipelined: the next chunk is dispatched before the host handles the previous one's
+  outputs. The batched ``ChainState`` stays on device between chunks; at each boundary
+  ``on_chunk`` sees the metrics and the state (checkpoints).
 - **multi-host**: after ``initialize_distributed``, every process runs the same loop on the global
   mesh and fetches only the rows of its own devices (``SweepResult.positions``).
 
@@ -62,7 +66,8 @@ class SweepResult(NamedTuple):
         chunk_size: chains per compiled batch (all devices together).
         positions: ``[chains]`` int, index into ``chain_ids`` of each returned row (``0..C-1`` on a
             single host).
-        generation_chunk: generations per compiled ``advance`` call.
+        generation_chunk: static scan length of the compiled ``advance`` program (the most
+            generations one call runs).
     """
 
     metrics: dict[str, np.ndarray]
@@ -80,9 +85,12 @@ class SweepPlan(NamedTuple):
     Attributes:
         num_chains: real chains.
         chunk_size: chains per compiled batch, all devices together (a multiple of ``devices``).
-        generation_chunk: generations per ``advance`` call (>= 1).
+        generation_chunk: static scan length of the ``advance`` program: the most generations
+            one call runs (>= 1).
         devices: size of the mesh.
         generations: generations per chain.
+        chunk_seconds: > 0: size each call to about this many seconds of measured work (at most
+            ``generation_chunk`` generations); 0: every call runs ``generation_chunk``.
     """
 
     num_chains: int
@@ -90,17 +98,11 @@ class SweepPlan(NamedTuple):
     generation_chunk: int
     devices: int
     generations: int
+    chunk_seconds: float = 0.0
 
     @property
     def n_chunks(self) -> int:
         return -(-self.num_chains // self.chunk_size)
-
-    def generation_spans(self) -> list[tuple[int, int]]:
-        """``(start, stop)`` of every generation chunk: ``(0, 1)`` (init), then advance spans."""
-        spans = [(0, 1)]
-        for s in range(1, self.generations, self.generation_chunk):
-            spans.append((s, min(s + self.generation_chunk, self.generations)))
-        return spans
 
 
 class ChunkOutput(NamedTuple):
@@ -260,23 +262,30 @@ def _hparam_shapes(static: StaticConfig) -> dict[str, jax.ShapeDtypeStruct]:
     return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype)) for k in names}
 
 
-def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> int:
-    """Estimated device bytes one chain needs inside a vmapped batch.
-
-    The chain state (pool and parameters), its real data (train, test, truth) and one
-    generation's metrics come from ``jax.eval_shape``; ``factor`` covers the temporaries of one
-    generation (sample block, pool update, fit). ``run_sweep`` checks the estimate against the
-    compiled program's ``memory_analysis()`` where the backend reports temporaries (GPU, TPU).
-    """
+def _generation_shapes(static: StaticConfig, args: PyTree) -> tuple[Any, Any, Any]:
+    """``jax.eval_shape`` of one chain's generation 0: ``(state, metrics, real data)``."""
     chain = make_chain(static)
-    hp = _hparam_shapes(static)
 
     def one(k, h, a):
         real = C.draw_real(chain, k, h, a)
         state, metrics = C.init(chain, k, h, real)
         return state, metrics, real
 
-    leaves = jax.tree.leaves(jax.eval_shape(one, jax.random.key(0), hp, args))
+    return jax.eval_shape(one, jax.random.key(0), _hparam_shapes(static), args)
+
+
+def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0, *,
+                    shapes: Any = None) -> int:
+    """Estimated device bytes one chain needs inside a vmapped batch.
+
+    The chain state (pool and parameters), its real data (train, test, truth) and one
+    generation's metrics come from ``jax.eval_shape``; ``factor`` covers the temporaries of one
+    generation (sample block, pool update, fit). ``run_sweep`` checks the estimate against the
+    compiled program's ``memory_analysis()`` where the backend reports temporaries (GPU, TPU).
+    ``shapes``: a precomputed ``_generation_shapes(static, args)``.
+    """
+    shapes = _generation_shapes(static, args) if shapes is None else shapes
+    leaves = jax.tree.leaves(shapes)
     nbytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
     return int(factor * nbytes)
 
@@ -286,6 +295,16 @@ def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0) -> 
 #: batch dimension and emits the dots differently), so a lone chain's numbers would differ from
 #: the same chain's in a batch, e.g. 8 chains on 8 devices vs on 1 (tests/test_scale.py).
 MIN_CHAINS_PER_DEVICE = 2
+
+#: Seconds of work a time-sized generation chunk aims at (``plan_sweep(generation_chunk=None)``):
+#: long enough that a chunk boundary's fixed cost (tens of milliseconds for the metrics fetch,
+#: results part, checkpoint and progress update) stays a few percent, short enough for progress.
+CHUNK_SECONDS = 2.0
+
+#: Bytes of per-generation metrics one ``advance`` call may return per device; bounds the static
+#: scan length of a time-sized plan (the metrics of a whole chain chunk are small: ~40 bytes per
+#: chain-generation).
+METRICS_BUDGET = 64 << 20
 
 #: Environment variable overriding the per-device memory budget (bytes) of ``memory_budget``.
 ENV_MEMORY_BUDGET = "COLLAPSE_JAX_MEMORY_BUDGET"
@@ -328,7 +347,9 @@ def plan_sweep(
             None chooses the largest that fits ``budget``, balanced so padding is small. Either
             way at least ``MIN_CHAINS_PER_DEVICE`` per device when memory (and an explicit
             ``chunk_size``) allow.
-        generation_chunk: generations per ``advance`` call; None = about a tenth of the chain.
+        generation_chunk: generations per ``advance`` call (fixed chunks); None sizes chunks by
+            time (``CHUNK_SECONDS`` of work each, at most the whole chain or what
+            ``METRICS_BUDGET`` bytes of per-generation metrics allow per device).
         devices: mesh size (default: every device).
         budget: bytes per device (default ``memory_budget()``).
 
@@ -338,7 +359,8 @@ def plan_sweep(
     """
     devices = devices or jax.device_count()
     budget = memory_budget() if budget is None else budget
-    per_chain = max(bytes_per_chain(static, args), 1)
+    shapes = _generation_shapes(static, args)
+    per_chain = max(bytes_per_chain(static, args, shapes=shapes), 1)
     fit = budget // per_chain  # chains per device
     need = -(-num_chains // devices)  # chains per device for one batch of everything
     if chunk_size is None:
@@ -363,11 +385,15 @@ def plan_sweep(
                 f"automatically"
             )
     g_rest = max(static.generations - 1, 1)
+    seconds = 0.0
     if generation_chunk is None:
-        generation_chunk = -(-g_rest // 10)
+        metric_bytes = sum(math.prod(x.shape) * x.dtype.itemsize
+                           for x in jax.tree.leaves(shapes[1]))
+        generation_chunk = METRICS_BUDGET // max(per_device * metric_bytes, 1)
+        seconds = CHUNK_SECONDS
     generation_chunk = max(1, min(int(generation_chunk), g_rest))
     return SweepPlan(num_chains, per_device * devices, generation_chunk, devices,
-                     static.generations)
+                     static.generations, seconds)
 
 
 def _gib(nbytes: float) -> str:
@@ -442,33 +468,33 @@ def _init_program(static: StaticConfig, impl: str, mesh: Mesh) -> Callable:
 @functools.lru_cache(maxsize=64)
 def _advance_program(static: StaticConfig, impl: str, mesh: Mesh, length: int) -> Callable:
     """Jitted ``(state{[C]}, start, stop, root_data, ids[C], hparams{[C]}, args) ->
-    (state{[C]}, metrics{[C, max(length, 2)]})``: generations ``start .. stop - 1``.
+    (state{[C]}, metrics{[C, length]})``: generations ``start .. stop - 1`` (at most ``length``).
 
-    The scan has a static ``max(length, 2)`` steps; steps at or past the traced ``stop`` (the last,
-    shorter chunk) are skipped by a ``lax.cond`` on the unbatched generation index (no compute,
-    state unchanged, metrics zero and dropped by the host). Every chunking therefore runs the same
-    loop body, so results are bit-identical however generations are chunked (a one-step scan
-    would be inlined by XLA and fused differently).
+    A ``fori_loop`` from the traced ``start`` to the traced ``stop`` (a while loop whose trip
+    count is the same for every chain: the bounds are unbatched, so vmap keeps one loop) writes
+    each generation's metrics into row ``g - start`` of a ``[length]`` buffer; rows past
+    ``stop - start`` stay zero and are dropped by the host. A loop of unknown trip count is never
+    unrolled or inlined, so every chunking runs the same compiled loop body and results are
+    bit-identical however generations are chunked; a short chunk costs only its own generations.
     """
     chain = make_chain(static)
-    steps = max(length, 2)
 
     def one(state, start, stop, root_data, chain_id, hparams, args):
         key = _chain_key(root_data, impl, chain_id)
         real = C.draw_real(chain, key, hparams, args)
+        start = jnp.asarray(start, jnp.int32)
 
-        def run(s, g):
-            return C.step(chain, s, g, key, hparams, real, args)
+        def body(g, carry):
+            s, buf = carry
+            s, m = C.step(chain, s, g, key, hparams, real, args)
+            buf = jax.tree.map(
+                lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, g - start, 0), buf, m)
+            return s, buf
 
-        def skip(s, g):
-            _, m = jax.eval_shape(run, s, g)
-            return s, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), m)
-
-        def body(s, g):
-            return jax.lax.cond(g < stop, run, skip, s, g)
-
-        gens = jnp.asarray(start, jnp.int32) + jnp.arange(steps, dtype=jnp.int32)
-        return jax.lax.scan(body, state, gens)
+        _, shapes = jax.eval_shape(lambda s: C.step(chain, s, start, key, hparams, real, args),
+                                   state)
+        buf = jax.tree.map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
+        return jax.lax.fori_loop(start, jnp.asarray(stop, jnp.int32), body, (state, buf))
 
     return _sharded(jax.vmap(one, in_axes=(0, None, None, None, 0, 0, None)), mesh,
                     (True, False, False, False, True, True, False))
@@ -529,6 +555,52 @@ def _check_compiled_memory(compiled: Any, plan: SweepPlan, budget: int, static) 
 # The host loop
 
 
+class _Call(NamedTuple):
+    """One dispatched program call: generations ``start .. stop - 1`` of chain chunk
+    ``chain_chunk`` (``real`` real chains; ``whole``: the chunk started at generation 0 here)."""
+
+    chain_chunk: int
+    start: int
+    stop: int
+    real: int
+    whole: bool
+    state: ChainState
+    metrics: Metrics
+
+
+class _ChunkSizer:
+    """How many generations the next ``advance`` call runs.
+
+    Fixed plans (``chunk_seconds == 0``) always run ``generation_chunk``. Time-sized plans run one
+    generation first, then ``chunk_seconds / (seconds per generation of the last call)``, within
+    ``[1, generation_chunk]``. On a multi-host run process 0's choice is used everywhere (every
+    process must call the same programs).
+    """
+
+    def __init__(self, plan: SweepPlan):
+        self.plan = plan
+        self.per_generation: float | None = None
+
+    def record(self, generations: int, seconds: float, init: bool) -> None:
+        if not init:
+            self.per_generation = seconds / max(generations, 1)
+
+    def length(self) -> int:
+        plan = self.plan
+        if plan.chunk_seconds <= 0:
+            return plan.generation_chunk
+        if self.per_generation is None:
+            n = 1
+        else:
+            n = int(plan.chunk_seconds / max(self.per_generation, 1e-9))
+        n = max(1, min(n, plan.generation_chunk))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            n = int(multihost_utils.broadcast_one_to_all(np.asarray(n, np.int32)))
+        return n
+
+
 def run_sweep(
     static: StaticConfig,
     root: PRNGKey,
@@ -558,7 +630,8 @@ def run_sweep(
             chunk reuses one compiled program.
         progress: called after every generation chunk with the chains finished so far (fractional:
             ``chains x generations done / generations``, all hosts together).
-        generation_chunk: generations per compiled ``advance`` call (None: about a tenth).
+        generation_chunk: generations per compiled ``advance`` call; None sizes the calls by
+            time (see ``plan_sweep``). Results do not depend on it.
         mesh: 1-d device mesh with axis ``'chains'`` (default ``make_mesh()``: every device).
         plan: a stored plan (resume); overrides ``chunk_size`` and ``generation_chunk``.
         on_chunk: called at every generation-chunk boundary (results parts, checkpoints).
@@ -600,7 +673,6 @@ def run_sweep(
     impl = str(jax.random.key_impl(root))
     root_data = _put_replicated(np.asarray(jax.random.key_data(root)), mesh)
     args_g = _put_replicated(args, mesh)
-    spans = plan.generation_spans()
 
     t0 = time.perf_counter()
     init_fn = _init_program(static, impl, mesh)
@@ -617,44 +689,61 @@ def run_sweep(
     compile_seconds = time.perf_counter() - t0
 
     first = 0 if start is None else start.chain_chunk
-    done = float(min(first * chunk, num))
+    done = [float(min(first * chunk, num))]
+    sizer = _ChunkSizer(plan)
     positions, metric_rows, overflow_rows = [], [], []
+    pieces: list[dict[str, np.ndarray]] = []
+
+    def finish(call: _Call) -> None:
+        """Host side of a finished call: fetch this process's rows, hand them on."""
+        rows, (m_host, ovf) = _local_rows((call.metrics, call.state.pool.overflow), call.real)
+        m_host = {k: v[:, : call.stop - call.start] for k, v in m_host.items()}
+        done[0] += call.real * (call.stop - call.start) / G
+        if on_chunk is not None:
+            on_chunk(ChunkOutput(call.chain_chunk, call.start, call.stop,
+                                 call.chain_chunk * chunk + rows, m_host, ovf, call.state, plan))
+        if progress is not None:
+            progress(done[0])
+        if call.whole:  # the chain chunk ran here from generation 0: keep its rows
+            pieces.append(m_host)
+            if call.stop == G:
+                positions.append(call.chain_chunk * chunk + rows)
+                metric_rows.append({k: np.concatenate([p[k] for p in pieces], axis=1)
+                                    for k in pieces[0]})
+                overflow_rows.append(ovf)
+                pieces.clear()
+
     t0 = time.perf_counter()
+    pending: _Call | None = None
     for c in range(first, n_chunks):
         sl = slice(c * chunk, (c + 1) * chunk)
         real_in_chunk = min(chunk, num - c * chunk)
         ids_c = _put_sharded(ids_p[sl], sh)
         hp_c = {k: _put_sharded(v[sl], sh) for k, v in hp_p.items()}
-        resume_gen = start.generation if (start is not None and c == first) else 0
-        state = start.state if resume_gen > 0 else None
-        pieces: dict[int, dict[str, np.ndarray]] = {}
-        rows = None
-        if resume_gen > 0:
-            done += real_in_chunk * resume_gen / G
-        for g0, g1 in spans:
-            if g0 < resume_gen:
-                continue
-            if g0 == 0:
+        g = start.generation if (start is not None and c == first) else 0
+        state = start.state if g > 0 else None
+        if g > 0:
+            done[0] += real_in_chunk * g / G
+        whole = g == 0
+        while g < G:
+            tick = time.perf_counter()
+            if g == 0:
+                stop = 1
                 state, m = init_c(root_data, ids_c, hp_c, args_g)
                 m = jax.tree.map(lambda x: x[:, None], m)
             else:
-                g_0, g_1 = _put_replicated((np.int32(g0), np.int32(g1)), mesh)
+                stop = min(g + sizer.length(), G)
+                g_0, g_1 = _put_replicated((np.int32(g), np.int32(stop)), mesh)
                 state, m = adv_c(state, g_0, g_1, root_data, ids_c, hp_c, args_g)
-            rows, (m_host, ovf) = _local_rows((m, state.pool.overflow), real_in_chunk)
-            m_host = {k: v[:, : g1 - g0] for k, v in m_host.items()}
-            pieces[g0] = m_host
-            done += real_in_chunk * (g1 - g0) / G
-            if on_chunk is not None:
-                on_chunk(ChunkOutput(c, g0, g1, c * chunk + rows, m_host, ovf, state, plan))
-            if progress is not None:
-                progress(done)
-        if rows is None:  # resumed after the chunk's last generation: nothing to run
-            continue
-        if resume_gen == 0:  # a whole chunk ran here: keep its rows for the result
-            positions.append(c * chunk + rows)
-            metric_rows.append({k: np.concatenate([p[k] for p in pieces.values()], axis=1)
-                                for k in pieces[0]})
-            overflow_rows.append(ovf)
+            # the host handles the previous call's outputs while this one runs
+            if pending is not None:
+                finish(pending)
+            jax.block_until_ready(m)
+            sizer.record(stop - g, time.perf_counter() - tick, init=g == 0)
+            pending = _Call(c, g, stop, real_in_chunk, whole, state, m)
+            g = stop
+    if pending is not None:
+        finish(pending)
     run_seconds = time.perf_counter() - t0
 
     if positions:

@@ -23,6 +23,7 @@ from collapse_jax import cli
 from collapse_jax.checkpoint import CheckpointWarning
 from collapse_jax.config import ConfigError
 from collapse_jax.sweep import make_mesh, plan_sweep, run_sweep
+from collapse_jax.tables import load_columns, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 # (model, regime, n, d): bit-identical on 8 devices (2 chains each) and 1 device (11 in a batch)
@@ -65,6 +66,36 @@ def test_generation_chunks_equal_one_chunk_bitwise(model, regime, n, d, runs):
         assert r.generation_chunk == gens
         for k in whole.metrics:
             np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=f"{k} {gens}")
+
+
+def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatch):
+    from collapse_jax import sweep
+
+    static, ids, root = _static(*BITWISE[0][:4], generations=12), np.arange(4), jax.random.key(4)
+    plan = plan_sweep(static, {}, 4, devices=1)
+    assert plan.chunk_seconds == sweep.CHUNK_SECONDS and plan.generation_chunk == 11
+    sizer = sweep._ChunkSizer(plan)
+    assert sizer.length() == 1
+    sizer.record(1, 0.5, init=False)  # 0.5 s per generation -> CHUNK_SECONDS / 0.5
+    assert sizer.length() == int(sweep.CHUNK_SECONDS / 0.5)
+    sizer.record(4, 1e-4, init=False)
+    assert sizer.length() == 11  # at most the compiled scan length
+    sizer.record(1, 100.0, init=False)
+    assert sizer.length() == 1
+    fixed = sweep._ChunkSizer(plan._replace(chunk_seconds=0.0, generation_chunk=3))
+    assert fixed.length() == 3
+    # end to end on a fake clock where every call takes 0.05 s: one generation, then
+    # CHUNK_SECONDS / 0.05 = 40 generations, capped by the 10 that are left
+    spans = []
+    whole = run_sweep(static, root, ids, _hp("gaussian", 4), {}, generation_chunk=11)
+    monkeypatch.setattr(sweep, "CHUNK_SECONDS", 2.0)
+    clock = iter(np.arange(0.0, 1000.0, 0.05))
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: float(next(clock)))
+    r = run_sweep(static, root, ids, _hp("gaussian", 4), {},
+                  on_chunk=lambda out: spans.append((out.gen_start, out.gen_stop)))
+    assert spans == [(0, 1), (1, 2), (2, 12)]
+    for k in whole.metrics:
+        np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
 
 
 def test_memory_plan_names_chunk_size():
@@ -222,7 +253,7 @@ def test_two_processes_write_the_same_table_as_one(tmp_path):
     one = _reference_csv(cfg, tmp_path)  # one process, in memory
     assert (tmp_path / "two" / "metrics.csv").read_bytes() == one
     # each process wrote only its own chains; together exactly every row once
-    parts = [pd.read_csv(tmp_path / "two" / f"metrics-part-{i}.csv") for i in range(2)]
+    parts = [load_columns([tmp_path / "two" / f"metrics-part-{i}.npz"]) for i in range(2)]
     keys = [set(zip(p["_group"], p["_chain"], p["generation"], strict=True)) for p in parts]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert len(keys[0] | keys[1]) == 2 * 2 * 5 * 5  # regimes x sigma x seeds x generations
@@ -232,7 +263,7 @@ def test_two_processes_write_the_same_table_as_one(tmp_path):
 def _reference_csv(cfg: Path, tmp_path: Path) -> bytes:
     res = cj.run_experiment(cli.load_config(str(cfg)))  # in memory: no checkpoints
     path = tmp_path / "ref.csv"
-    res.table.to_csv(path, index=False)
+    write_csv(res.table, path)
     return path.read_bytes()
 
 

@@ -33,7 +33,10 @@ ROOT = common.HERE.parent
 NS = (10, 32, 100)
 
 
-def cli(regime: str, seeds: int, generations: int, out: str, metrics: str) -> dict:
+def cli(regime: str, seeds: int, generations: int, out: str, metrics: str,
+        cache_dir: str = "off") -> dict:
+    """Time the CLI as a subprocess; ``cache_dir``: its persistent compilation cache (``off``,
+    or a directory: empty = a cold run, filled by an earlier run = a warm one)."""
     cmd = ["collapse-jax", "run", str(ROOT / "configs" / "gaussian.py"), "--set",
            f"seeds={seeds}", "--set", f"regime={regime}", "--set",
            "n=" + ",".join(map(str, NS)), "--set", f"generations={generations}",
@@ -42,12 +45,26 @@ def cli(regime: str, seeds: int, generations: int, out: str, metrics: str) -> di
         cmd += ["--set", f"metrics={metrics}"]
     exe = os.path.join(os.path.dirname(sys.executable), "collapse-jax")
     cmd[0] = exe if os.path.exists(exe) else cmd[0]
+    env = {**os.environ, "COLLAPSE_JAX_CACHE_DIR": cache_dir}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     wall = time.perf_counter() - t0
     lines = proc.stdout.strip().splitlines()
     last = lines[-1] if lines else ""
     return {"cmd": " ".join(cmd[1:]), "wall_s": wall, "cli_summary": last}
+
+
+def previous_baseline(regime: str, args) -> dict | None:
+    """The latest baseline timing of ``regime`` at the same sizes in results/targets.jsonl."""
+    path = common.HERE / "results" / "targets.jsonl"
+    found = None
+    for line in path.read_text().splitlines() if path.exists() else []:
+        rec = json.loads(line)
+        b = rec.get("baseline")
+        if (rec.get("regime") == regime and b and rec.get("generations", args.generations)
+                == args.generations and len(b.get("per_n", {})) == len(NS)):
+            found = {**b, "reused_from": rec.get("time")}
+    return found
 
 
 def baseline(regime: str, seeds: int, generations: int) -> dict:
@@ -97,6 +114,8 @@ def main():
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--regimes", default="replace,accumulate,accumulate_subsample")
     p.add_argument("--big", action="store_true")
+    p.add_argument("--reuse-baseline", action="store_true",
+                   help="use the latest baseline timing in results/targets.jsonl (same sizes)")
     p.add_argument("--big-chains", type=int, default=100000)
     p.add_argument("--big-chunk", type=int, default=10000)
     p.add_argument("--metrics", default="trace_ratio,mean_error,logdet_ratio",
@@ -108,23 +127,26 @@ def main():
     common.log("floors:", f)
     rows = []
     for regime in args.regimes.split(","):
-        with tempfile.TemporaryDirectory() as out:
-            c = cli(regime, args.seeds, args.generations, out, args.metrics)
-        b = baseline(regime, args.baseline_seeds, args.generations)
+        with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as cache:
+            c = cli(regime, args.seeds, args.generations, out + "/cold", args.metrics, cache)
+            warm = cli(regime, args.seeds, args.generations, out + "/warm", args.metrics, cache)
+        b = previous_baseline(regime, args) if args.reuse_baseline else None
+        if b is None:
+            b = baseline(regime, args.baseline_seeds, args.generations)
         base_all = b["wall_s"] * args.seeds / args.baseline_seeds
         floor = sweep_floor(f, args.seeds, args.generations)
         row = {"regime": regime, "metrics": args.metrics or "all", "seeds": args.seeds,
-               "cli_wall_s": c["wall_s"],
-               "baseline_s": base_all, "speedup": base_all / c["wall_s"], "floor_s": floor,
-               "cli_over_floor": c["wall_s"] / floor, "cli": c, "baseline": b,
+               "cli_wall_s": c["wall_s"], "cli_warm_cache_s": warm["wall_s"],
+               "baseline_s": base_all, "speedup": base_all / c["wall_s"],
+               "speedup_warm": base_all / warm["wall_s"], "floor_s": floor,
+               "cli_over_floor": c["wall_s"] / floor, "cli": c, "cli_warm": warm, "baseline": b,
                "loadavg_after": os.getloadavg()}
         common.append_jsonl("targets", {**env, **f, **row})
         common.log(json.dumps(row, default=float))
         rows.append(row)
-    print(common.table(rows, ["regime", "metrics", "seeds", "cli_wall_s", "baseline_s", "speedup",
-                              "floor_s", "cli_over_floor"],
-                       {k: ".3g" for k in ("cli_wall_s", "baseline_s", "speedup", "floor_s",
-                                           "cli_over_floor")}))
+    cols = ["regime", "metrics", "seeds", "cli_wall_s", "cli_warm_cache_s", "baseline_s",
+            "speedup", "speedup_warm", "floor_s", "cli_over_floor"]
+    print(common.table(rows, cols, {k: ".3g" for k in cols[3:]}))
     if args.big:
         r = big(f, args.big_chains, 100000, args.big_chunk, args.generations)
         common.append_jsonl("targets", {**env, **f, "big": r})

@@ -83,8 +83,8 @@ FAMILIES = {
 QUICK = {"seeds": 16, "generations": 20, "repeats": 5, "budget": 0.3, "min_seeds": 2,
          "families": "gaussian,linear_regression,kde",
          "ns": {"gaussian": (10, 100), "linear_regression": (100,), "kde": (10,)},
-         "regimes": {"gaussian": ("replace", "accumulate_subsample"),
-                     "linear_regression": ("accumulate",), "kde": ("replace",)}}
+         "regimes": {"gaussian": ("replace",), "linear_regression": ("accumulate",),
+                     "kde": ("accumulate_subsample",)}}
 
 
 def paths(family: str, regime: str) -> list[bool | None]:

@@ -17,41 +17,47 @@ Roofline floor of one sample-based Gaussian chain generation (d, n, pool rows r)
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 
 import common
 import jax
 import jax.numpy as jnp
 
 
-def measure(repeats: int = 7) -> dict:
-    key = jax.random.key(0)
-    m = 1 << 24
-    normal = jax.jit(lambda k: jax.random.normal(k, (m,), jnp.float32))
-    jax.block_until_ready(normal(key))
-    t_norm, _ = common.median_time(lambda: normal(key), repeats)
-
-    a = jax.random.normal(key, (1024, 1024), jnp.float32)
+@functools.cache
+def _programs(size: int, n: int, d: int) -> tuple[Callable, ...]:
+    """Jitted probes (cached, so repeated measurements do not recompile)."""
+    b = max(1, size // (2 * n * d))
+    normal = jax.jit(lambda k: jax.random.normal(k, (size,), jnp.float32))
     mm = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(mm(a))
-    t_mm, _ = common.median_time(lambda: mm(a), repeats)
-
-    b, n, d = 10000, 100, 10
+    bmm = jax.jit(lambda z, r: z @ r)
+    cp = jax.jit(lambda x: x + 1.0)
+    key = jax.random.key(0)
+    a = jax.random.normal(key, (1024, 1024), jnp.float32)
     z = jax.random.normal(key, (b, n, d), jnp.float32)
     r = jax.random.normal(key, (b, d, d), jnp.float32)
-    bmm = jax.jit(lambda z, r: z @ r)
-    jax.block_until_ready(bmm(z, r))
-    t_bmm, _ = common.median_time(lambda: bmm(z, r), repeats)
+    x = jnp.zeros((size,), jnp.float32)
+    for fn, arg in ((normal, (key,)), (mm, (a,)), (bmm, (z, r)), (cp, (x,))):
+        jax.block_until_ready(fn(*arg))  # compile and warm up
+    return normal, mm, bmm, cp, key, a, z, r, x, b
 
-    x = jnp.zeros((1 << 24,), jnp.float32)
-    cp = jax.jit(lambda x: x + 1.0)
-    jax.block_until_ready(cp(x))
+
+def measure(repeats: int = 7, n: int = 100, d: int = 10, size: int = 1 << 24) -> dict:
+    """The machine's rates, medians of ``repeats`` calls after a warm-up: normals/s (``size``
+    draws), 1024^3 matmul, a batch of ``[n, d] @ [d, d]`` (about ``size / 2`` elements) and copy
+    bandwidth over ``size`` float32. A small ``size`` (e.g. ``1 << 22``) is a quick probe."""
+    normal, mm, bmm, cp, key, a, z, r, x, b = _programs(size, n, d)
+    t_norm, _ = common.median_time(lambda: normal(key), repeats)
+    t_mm, _ = common.median_time(lambda: mm(a), repeats)
+    t_bmm, _ = common.median_time(lambda: bmm(z, r), repeats)
     t_cp, _ = common.median_time(lambda: cp(x), repeats)
     return {
-        "normals_per_s": m / t_norm,
+        "normals_per_s": size / t_norm,
         "matmul_gflops_1024": 2 * 1024**3 / t_mm / 1e9,
         "matmul_gflops_chain_shape": 2 * b * n * d * d / t_bmm / 1e9,
-        "copy_gb_per_s": 2 * 4 * x.size / t_cp / 1e9,
+        "copy_gb_per_s": 2 * 4 * size / t_cp / 1e9,
     }
 
 

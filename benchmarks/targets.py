@@ -68,8 +68,7 @@ def previous_baseline(regime: str, args) -> dict | None:
 
 
 def baseline(regime: str, seeds: int, generations: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = common.baseline_env("user")
     total, per_n = 0.0, {}
     for n in NS:
         t0 = time.perf_counter()

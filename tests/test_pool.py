@@ -52,7 +52,16 @@ def test_regimes_keep_shapes_and_masks(name, n0, n, gens):
         _consistent(view, view=True)
         if name == "accumulate_subsample":
             assert int(view.count) == min(n0, expected)
-            assert bool(jnp.all(view.valid <= pool.valid))
+            # the view gathers the chosen rows into a pool of capacity m = n0: distinct valid
+            # rows of the pool, with their origin tags
+            assert view.capacity == regime.fit_capacity == n0
+            vrows = np.asarray(view.data["x"])[np.asarray(view.valid)]
+            prows = {tuple(r): int(o) for r, o in zip(np.asarray(pool.data["x"]),
+                                                       np.asarray(pool.origin), strict=True)
+                     if o >= 0}
+            assert len({tuple(r) for r in vrows}) == int(view.count)
+            origins = np.asarray(view.origin)[np.asarray(view.valid)]
+            assert all(prows[tuple(r)] == o for r, o in zip(vrows, origins, strict=True))
         else:
             assert int(view.count) == expected
 

@@ -2,13 +2,13 @@
 swiss roll).
 
 Fit: the KDE *is* the (weighted) pool, so the parameters are the pool points ``[P, d]``, their
-weights ``[P]`` and the bandwidth ``h``. ``P`` is the static bound on valid slots a fit sees
-(``pool.max_view_count``): the capacity, or the subsample size ``m`` under
-``accumulate_subsample`` (the view is compacted, so the KDE of a subsample costs ``m``, not the
-capacity). Bandwidth: the hyperparameter ``h`` (option ``bandwidth="fixed"``), or Scott's /
-Silverman's rule on the pool, ``h = c * n_eff^(-1/(d+4)) * sqrt(tr Cov / d)`` with ``c = 1``
-(Scott) or ``(4 / (d + 2))^(1/(d+4))`` (Silverman), an isotropic kernel scaled by the pool's
-pooled standard deviation (``n_eff`` is Kish's effective size, the count for unit weights).
+weights ``[P]`` and the bandwidth ``h``. ``P`` is the static capacity of the pool a fit sees
+(``Regime.fit_capacity``): the capacity, or the subsample size ``m`` under
+``accumulate_subsample`` (its view gathers the ``m`` chosen rows, so the KDE of a subsample costs
+``m``, not the capacity). Bandwidth: the hyperparameter ``h`` (option ``bandwidth="fixed"``), or
+Scott's / Silverman's rule on the pool, ``h = c * n_eff^(-1/(d+4)) * sqrt(tr Cov / d)`` with
+``c = 1`` (Scott) or ``(4 / (d + 2))^(1/(d+4))`` (Silverman), an isotropic kernel scaled by the
+pool's pooled standard deviation (``n_eff`` is Kish's effective size, the count for unit weights).
 Sampling: a pool point drawn with probability proportional to its weight plus
 ``N(0, scale * h^2 I)``; ``scale`` is the variance scale of biased sampling (1 = the KDE itself).
 
@@ -47,7 +47,7 @@ from jaxtyping import Array, Float
 
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.pool import compact, masked_cov, max_view_count, origin_weights
+from collapse_jax.pool import make_regime, masked_cov, origin_weights
 from collapse_jax.pool import sample_weighted_indices as _sample_idx
 from collapse_jax.types import RealData
 
@@ -177,7 +177,7 @@ def _check(static: StaticConfig) -> None:
 def make_kde(static: StaticConfig) -> GenerativeModel:
     """KDE family for a StaticConfig (option ``bandwidth``)."""
     d = static.d
-    size = max_view_count(static)
+    size = make_regime(static).fit_capacity
     rule = static.option("bandwidth", "fixed")
 
     def init(key, real, hparams):
@@ -192,8 +192,6 @@ def make_kde(static: StaticConfig) -> GenerativeModel:
         del key, params
         w = origin_weights(pool, hparams["real_weight"])
         points = pool.data
-        if size < pool.capacity:
-            points, w = compact(points, w, size)
         if rule == "fixed":
             h = jnp.asarray(hparams["h"], jnp.float32)
         else:

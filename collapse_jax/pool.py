@@ -109,25 +109,33 @@ def init_pool(real: Data, capacity: int) -> Pool:
 def write(pool: Pool, block: Data, start: Int[Array, ""], generation: Int[Array, ""]) -> Pool:
     """Write ``block`` (``[k, ...]``) into slots ``start .. start + k - 1``, marking them valid.
 
-    A write that would run past the capacity is dropped entirely and sets ``overflow``.
+    A write that would run past the capacity is dropped entirely and sets ``overflow``. O(k):
+    data, mask and tags are updated by ``dynamic_update_slice`` (in place under XLA) and the count
+    by the number of newly valid slots, so appending to a large pool does not touch its other
+    slots (requires ``pool.count == sum(pool.valid)``, which every regime keeps).
+
+    >>> import jax.numpy as jnp
+    >>> p = write(init_pool(jnp.zeros((2, 1)), 5), jnp.ones((2, 1)), jnp.int32(3), jnp.int32(1))
+    >>> p.valid.tolist(), p.origin.tolist(), int(p.count)
+    ([True, True, False, True, True], [0, 0, -1, 1, 1], 4)
     """
     k = num_examples(block)
     start = jnp.asarray(start, jnp.int32)
     fits = start + k <= pool.capacity
     safe = jnp.where(fits, start, 0)
-    idx = jnp.arange(pool.capacity, dtype=jnp.int32)
-    in_block = fits & (idx >= safe) & (idx < safe + k)
 
     def put(buf, x):
-        # O(k): a dropped write puts the slots' old contents back (in place under XLA).
+        # a dropped write puts the slots' old contents back
         old = jax.lax.dynamic_slice_in_dim(buf, safe, k, axis=0)
         x = jnp.where(fits, x.astype(buf.dtype), old)
         return jax.lax.dynamic_update_slice_in_dim(buf, x, safe, axis=0)
 
     data = jax.tree.map(put, pool.data, block)
-    valid = pool.valid | in_block
-    origin = jnp.where(in_block, jnp.asarray(generation, jnp.int32), pool.origin)
-    return Pool(data, valid, origin, jnp.sum(valid, dtype=jnp.int32), pool.overflow | ~fits)
+    was_valid = jax.lax.dynamic_slice_in_dim(pool.valid, safe, k)
+    valid = put(pool.valid, jnp.ones((k,), jnp.bool_))
+    origin = put(pool.origin, jnp.full((k,), generation, jnp.int32))
+    added = jnp.where(fits, k - jnp.sum(was_valid, dtype=jnp.int32), 0)
+    return Pool(data, valid, origin, pool.count + added, pool.overflow | ~fits)
 
 
 def sample_indices(key: PRNGKey, valid: Bool[Array, " capacity"], num: int) -> Int[Array, " num"]:
@@ -371,8 +379,14 @@ def accumulate(n0: int, n: int, generations: int) -> Regime:
         start = n0 + (jnp.asarray(generation, jnp.int32) - 1) * n
         return write(pool, synthetic, start, generation)
 
+    def metrics(view):
+        # O(1): the pool is a valid prefix whose first n0 slots are the real data
+        size = view.count.astype(jnp.float32)
+        return {"pool_size": size, "real_fraction": jnp.float32(n0) / jnp.maximum(size, 1.0)}
+
     return Regime(
         "accumulate", capacity, n, lambda real: init_pool(real, capacity), update, _full_view,
+        metrics=metrics,
     )
 
 
@@ -405,7 +419,8 @@ def accumulate_subsample(n0: int, n: int, generations: int, m: int | None = None
         return Pool(gather(pool.data, idx), valid, origin, jnp.sum(valid, dtype=jnp.int32),
                     pool.overflow)
 
-    return base._replace(name="accumulate_subsample", view=view, view_capacity=m)
+    return base._replace(name="accumulate_subsample", view=view, view_capacity=m,
+                         metrics=pool_metrics)
 
 
 #: Default values of the regimes' hyperparameters (vmappable float32, like a model's).

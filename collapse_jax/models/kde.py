@@ -73,23 +73,49 @@ CIRCLES_FACTOR = 0.8
 
 
 def toy_points(name: str, key, num: int, noise) -> Float[Array, "num 2"]:
-    """``num`` i.i.d. points of a 2-D toy distribution (see module docstring), float32."""
-    k_c, k_t, k_e = jax.random.split(key, 3)
-    u = jax.random.uniform(k_t, (num,), jnp.float32)
-    eps = jnp.asarray(noise, jnp.float32) * jax.random.normal(k_e, (num, 2), jnp.float32)
+    """``num`` i.i.d. points of a 2-D toy distribution (see module docstring), float32.
+
+    All the randomness comes from one uniform draw ``[4, num]``: the component (a fair coin),
+    the position along the curve, and two uniforms turned into the Gaussian noise by the
+    Box-Muller transform. One random-number call instead of four (coin, angle, normals and the
+    key split) keeps the compiled chain programs small: each threefry call is a separate block of
+    code for XLA to compile, about 0.2 s each on 2 CPU cores.
+
+    Args:
+        name: one of ``TOY_SOURCES``.
+        key: PRNG key.
+        num: static number of points.
+        noise: float32 scalar, standard deviation of the isotropic Gaussian noise.
+
+    Returns:
+        ``[num, 2]`` float32 points.
+
+    >>> import jax
+    >>> x = toy_points("circles", jax.random.key(0), 5, 0.0)
+    >>> x.shape, sorted({round(float(r), 4) for r in (x ** 2).sum(1) ** 0.5})
+    ((5, 2), [0.8, 1.0])
+
+    References:
+        Box & Muller 1958, "A note on the generation of random normal deviates", Ann. Math.
+            Statist. 29(2), 610-611.
+    """
+    tiny = jnp.finfo(jnp.float32).tiny
+    u = jax.random.uniform(key, (4, num), jnp.float32, minval=tiny)  # in [tiny, 1)
+    inner, t01 = u[0] < 0.5, u[1]
+    radius = jnp.sqrt(-2.0 * jnp.log(u[2]))
+    theta = 2.0 * jnp.pi * u[3]
+    eps = jnp.asarray(noise, jnp.float32) * (
+        radius[:, None] * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=1))
     if name == "moons":
-        inner = jax.random.bernoulli(k_c, 0.5, (num,))
-        t = jnp.pi * u
+        t = jnp.pi * t01
         x = jnp.where(inner, 1.0 - jnp.cos(t), jnp.cos(t))
         y = jnp.where(inner, 1.0 - jnp.sin(t) - 0.5, jnp.sin(t))
     elif name == "circles":
-        inner = jax.random.bernoulli(k_c, 0.5, (num,))
-        t = 2.0 * jnp.pi * u
+        t = 2.0 * jnp.pi * t01
         r = jnp.where(inner, jnp.float32(CIRCLES_FACTOR), jnp.float32(1.0))
         x, y = r * jnp.cos(t), r * jnp.sin(t)
     elif name == "swiss_roll":
-        del k_c
-        t = 1.5 * jnp.pi * (1.0 + 2.0 * u)
+        t = 1.5 * jnp.pi * (1.0 + 2.0 * t01)
         x, y = t * jnp.cos(t), t * jnp.sin(t)
     else:
         raise ValueError(f"unknown toy source {name!r}; allowed: {TOY_SOURCES}")
@@ -101,12 +127,10 @@ def _toy_source(name: str):
         n0, n_test = static.n0, static.n_test
 
         def draw(key, hparams, args):
+            # train and test from one draw (one random-number call, see toy_points)
             del args
-            k_train, k_test = jax.random.split(key)
-            noise = hparams["noise"]
-            train = toy_points(name, k_train, n0, noise)
-            test = toy_points(name, k_test, n_test, noise)
-            return RealData(train, test, {})
+            points = toy_points(name, key, n0 + n_test, hparams["noise"])
+            return RealData(points[:n0], points[n0:], {})
 
         def fresh(key, hparams, args, real, num):
             del args, real

@@ -586,12 +586,34 @@ def sample_weighted_indices(
 ) -> Int[Array, " num"]:
     """``num`` indices drawn with replacement with probability proportional to ``w >= 0``.
 
-    Inverse CDF on the cumulative weights; slots of weight 0 are never drawn (index 0 when all
-    weights are 0).
+    Inverse CDF on the cumulative weights (``weighted_indices`` of ``num`` uniforms); slots of
+    weight 0 are never drawn (index ``capacity - 1`` when all weights are 0).
+    """
+    return weighted_indices(jax.random.uniform(key, (num,), w.dtype), w)
+
+
+def weighted_indices(u: Float[Array, " num"], w: Float[Array, " capacity"]) -> Int[Array, " num"]:
+    """Indices with probability proportional to ``w >= 0``, from uniforms ``u`` in ``[0, 1)``.
+
+    The inverse CDF of ``sample_weighted_indices``, for a caller that draws its uniforms together
+    with other random numbers (one random-number call instead of several).
+
+    Args:
+        u: ``[num]`` uniforms in ``[0, 1)``.
+        w: ``[capacity]`` weights >= 0.
+
+    Returns:
+        ``[num]`` int32 indices: the first slot whose cumulative weight exceeds ``u * sum(w)``.
+
+    >>> import jax.numpy as jnp
+    >>> weighted_indices(jnp.array([0.0, 0.3, 0.9]), jnp.array([1.0, 0.0, 2.0, 1.0])).tolist()
+    [0, 2, 3]
+
+    References:
+        Devroye 1986, "Non-Uniform Random Variate Generation", ch. III.2 (inversion by search).
     """
     csum = jnp.cumsum(w)
-    u = jax.random.uniform(key, (num,), csum.dtype) * csum[-1]
-    idx = jnp.searchsorted(csum, u, side="right")
+    idx = jnp.searchsorted(csum, u.astype(csum.dtype) * csum[-1], side="right")
     return jnp.minimum(idx, w.shape[0] - 1).astype(jnp.int32)
 
 

@@ -139,6 +139,20 @@ def test_toy_sources_noise_is_isotropic_normal_and_components_fair(name):
         assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / num), frac
 
 
+def test_box_muller_normals_odd_dimension():
+    # d = 3 uses two Box-Muller pairs and drops the 4th normal; KS per coordinate at 1e-3 / 3,
+    # and the pair (0, 1) jointly: |z|^2 ~ chi^2_2
+    from scipy import stats
+
+    from collapse_jax.models.kde import normals
+
+    z = np.asarray(normals(jax.random.uniform(jax.random.key(8), (4, 30_000)), 3), np.float64)
+    assert z.shape == (30_000, 3)
+    for col in range(3):
+        assert stats.kstest(z[:, col], "norm").pvalue > 1e-3 / 3, col
+    assert stats.kstest((z[:, :2] ** 2).sum(1), "chi2", args=(2,)).pvalue > 1e-3
+
+
 def _kde_static(regime, n, gens):
     return StaticConfig(model="kde", regime=regime, n0=n, n=n, d=2, generations=gens,
                         n_test=50, source="moons")

@@ -61,9 +61,14 @@ from jaxtyping import Array, Float, Int
 
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.pool import make_regime, masked_cov, origin_weights, safe_reciprocal
-from collapse_jax.pool import sample_weighted_indices as _sample_idx
-from collapse_jax.types import PRNGKey, RealData
+from collapse_jax.pool import (
+    make_regime,
+    masked_cov,
+    origin_weights,
+    safe_reciprocal,
+    weighted_indices,
+)
+from collapse_jax.types import RealData
 
 #: Entries of the [test block, pool] kernel matrix computed at once per chain.
 KERNEL_BLOCK = 2**18
@@ -76,10 +81,10 @@ def toy_points(name: str, key, num: int, noise) -> Float[Array, "num 2"]:
     """``num`` i.i.d. points of a 2-D toy distribution (see module docstring), float32.
 
     All the randomness comes from one uniform draw ``[4, num]``: the component (a fair coin),
-    the position along the curve, and two uniforms turned into the Gaussian noise by the
-    Box-Muller transform. One random-number call instead of four (coin, angle, normals and the
-    key split) keeps the compiled chain programs small: each threefry call is a separate block of
-    code for XLA to compile, about 0.2 s each on 2 CPU cores.
+    the position along the curve, and two uniforms turned into the Gaussian noise (``normals``,
+    Box-Muller). One random-number call instead of four (coin, angle, normals and the key split)
+    keeps the compiled chain programs small: each threefry call is a separate block of code for
+    XLA to compile, about 0.2 s each on 2 CPU cores.
 
     Args:
         name: one of ``TOY_SOURCES``.
@@ -99,13 +104,9 @@ def toy_points(name: str, key, num: int, noise) -> Float[Array, "num 2"]:
         Box & Muller 1958, "A note on the generation of random normal deviates", Ann. Math.
             Statist. 29(2), 610-611.
     """
-    tiny = jnp.finfo(jnp.float32).tiny
-    u = jax.random.uniform(key, (4, num), jnp.float32, minval=tiny)  # in [tiny, 1)
+    u = jax.random.uniform(key, (4, num), jnp.float32)
     inner, t01 = u[0] < 0.5, u[1]
-    radius = jnp.sqrt(-2.0 * jnp.log(u[2]))
-    theta = 2.0 * jnp.pi * u[3]
-    eps = jnp.asarray(noise, jnp.float32) * (
-        radius[:, None] * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=1))
+    eps = jnp.asarray(noise, jnp.float32) * normals(u[2:], 2)
     if name == "moons":
         t = jnp.pi * t01
         x = jnp.where(inner, 1.0 - jnp.cos(t), jnp.cos(t))
@@ -180,9 +181,7 @@ def log_kernel_sum(
     p = points.shape[0]
     block = block or max(1, min(m, KERNEL_BLOCK // max(p, 1)))
     nb = -(-m // block)
-    xp = jnp.concatenate([x, jnp.zeros((nb * block - m, d), x.dtype)]).reshape(nb, block, d)
     h = jnp.asarray(h, x.dtype)
-
     cols = points.T  # [d, P]: each coordinate contiguous along the points
 
     def one(xb):
@@ -194,6 +193,9 @@ def log_kernel_sum(
             d2 = d2 + (xb[:, k : k + 1] - cols[k][None, :]) ** 2
         return jax.nn.logsumexp(-d2 / (2.0 * h**2) + logw[None, :], axis=1)
 
+    if nb == 1:  # one block: no loop
+        return one(x)
+    xp = jnp.concatenate([x, jnp.zeros((nb * block - m, d), x.dtype)]).reshape(nb, block, d)
     return jax.lax.map(one, xp).reshape(-1)[:m]
 
 
@@ -250,10 +252,47 @@ def _check(static: StaticConfig) -> None:
         raise ConfigError(f"d={static.d}: source {source!r} is 2-D; set d=2")
 
 
-def _test_trace(real: RealData) -> Array:
-    """Total variance of the held-out real points (the ``var_ratio`` denominator)."""
+def _held_out(real: RealData) -> dict[str, Array]:
+    """The held-out points and their total variance (the ``var_ratio`` denominator).
+
+    Both families of parameters carry them (``init`` receives ``real``): ``evaluate`` reads the
+    held-out points from the parameters, so the compiled generation loop needs no re-draw of the
+    chain's real data (the source's random numbers and curves are compiled once, into ``init``).
+    """
     _, t_cov = masked_cov(real.test, jnp.ones(real.test.shape[:1], jnp.float32))
-    return jnp.trace(t_cov)
+    return {"test": real.test, "test_trace": jnp.trace(t_cov)}
+
+
+def normals(u: Float[Array, "k num"], d: int) -> Float[Array, "num d"]:
+    """``[num, d]`` independent standard normals from uniforms in ``[0, 1)`` (Box-Muller).
+
+    Rows ``2i, 2i + 1`` of ``u`` give normals ``2i, 2i + 1``: ``r = sqrt(-2 log(1 - u_2i))``,
+    ``(r cos 2 pi u_2i+1, r sin 2 pi u_2i+1)``; ``u`` needs ``2 ceil(d / 2)`` rows. Uniforms
+    with 24-bit resolution cap ``|z|`` near 5.8, as ``jax.random.normal``'s cap near 5.4.
+
+    >>> import jax.numpy as jnp
+    >>> z = normals(jnp.array([[0.5], [0.0]]), 2)  # r = sqrt(2 log 2), angle 0
+    >>> [round(float(v), 5) for v in z[0]]
+    [1.17741, 0.0]
+
+    References:
+        Box & Muller 1958, "A note on the generation of random normal deviates", Ann. Math.
+            Statist. 29(2), 610-611.
+    """
+    pairs = -(-d // 2)
+    radius = jnp.sqrt(-2.0 * jnp.log1p(-u[0 : 2 * pairs : 2]))  # [pairs, num]
+    theta = (2.0 * jnp.pi) * u[1 : 2 * pairs : 2]
+    z = jnp.stack([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=1)  # [pairs, 2, num]
+    return z.reshape(2 * pairs, -1)[:d].T
+
+
+def _kernel_sample(key, points, idx_fn, scale, h, num):
+    """``num`` KDE samples: one uniform draw gives the pool indices (``idx_fn`` of its first row)
+    and the kernel noise (Box-Muller on the others): one random-number call per generation."""
+    d = points.shape[1]
+    u = jax.random.uniform(key, (1 + 2 * (-(-d // 2)), num), jnp.float32)
+    eps = normals(u[1:], d)
+    return points[idx_fn(u[0])] + (jnp.sqrt(scale) * h) * eps
 
 
 @register_model(
@@ -281,47 +320,47 @@ def make_kde(static: StaticConfig) -> GenerativeModel:
     size = make_regime(static).fit_capacity
 
     def init(key, real, hparams):
-        del key, real
+        del key
         return {
             "points": jnp.zeros((size, d), jnp.float32),
             "weights": jnp.zeros((size,), jnp.float32),
             "h": jnp.asarray(hparams["h"], jnp.float32),
+            **_held_out(real),
         }
 
     def fit(key, pool, params, hparams):
-        del key, params
+        del key
         w = origin_weights(pool, hparams["real_weight"])
         points = pool.data
         if rule == "fixed":
             h = jnp.asarray(hparams["h"], jnp.float32)
         else:
             h = jnp.maximum(rule_of_thumb(points, w, rule), MIN_BANDWIDTH)
-        return {"points": points, "weights": w, "h": h}
+        return {**params, "points": points, "weights": w, "h": h}
 
     def sample(key, params, real, hparams, num):
         del real
-        k_idx, k_eps = jax.random.split(key)
-        idx = _sample_idx(k_idx, params["weights"], num)
-        eps = jax.random.normal(k_eps, (num, d), jnp.float32)
-        return params["points"][idx] + (jnp.sqrt(hparams["scale"]) * params["h"]) * eps
+        return _kernel_sample(key, params["points"],
+                              lambda u: weighted_indices(u, params["weights"]),
+                              hparams["scale"], params["h"], num)
 
-    def var_ratio(params, real):
+    def var_ratio(params):
         _, cov = masked_cov(params["points"], params["weights"])
-        t_trace = _test_trace(real)
+        t_trace = params["test_trace"]
         return (jnp.trace(cov) + d * params["h"] ** 2) / t_trace, t_trace
 
     def evaluate(params, real, hparams):
-        del hparams
+        del real, hparams  # the held-out points are in params (see _held_out)
         points, w, h = params["points"], params["weights"], params["h"]
         return {
-            "nll": -jnp.mean(kde_log_density(real.test, points, w, h)),
+            "nll": -jnp.mean(kde_log_density(params["test"], points, w, h)),
             "bandwidth": h,
-            "var_ratio": var_ratio(params, real)[0],
+            "var_ratio": var_ratio(params)[0],
         }
 
     def collapsed(params, real, hparams):
-        del hparams
-        ratio, t_trace = var_ratio(params, real)
+        del real, hparams
+        ratio, t_trace = var_ratio(params)
         return (ratio <= COLLAPSE_FLOOR) & jnp.isfinite(t_trace)
 
     return GenerativeModel(init, fit, sample, evaluate, collapsed)
@@ -398,7 +437,7 @@ def merge_moments(a: dict[str, Array], b: dict[str, Array]) -> dict[str, Array]:
 
 
 def prefix_weighted_indices(
-    key: PRNGKey, n_real: int, n_synth: Array, real_weight, num: int
+    u: Float[Array, " num"], n_real: int, n_synth: Array, real_weight
 ) -> Int[Array, " num"]:
     """``num`` indices of an accumulate pool drawn with probability proportional to the weights.
 
@@ -406,22 +445,22 @@ def prefix_weighted_indices(
     synthetic slots of weight 1. Closed-form inverse CDF in O(num), no pass over the capacity:
     ``u = U * W`` with ``W = real_weight n_real + n_synth``; a real slot ``floor(u /
     real_weight)`` below ``real_weight n_real``, else ``n_real + floor(u - real_weight n_real)``.
-    Uses ``key`` as ``pool.sample_weighted_indices`` does, and returns the same indices as it does
-    on the pool's weights whenever their cumulative sums are exact in float32 (``real_weight`` a
-    power of two or 0, pools below 2^24 slots).
+    Returns the same indices as ``pool.weighted_indices(u, w)`` on the pool's weights ``w``
+    whenever their cumulative sums are exact in float32 (``real_weight`` a power of two, pools
+    below 2^24 slots).
 
     Args:
-        key: PRNG key.
+        u: ``[num]`` uniforms in ``[0, 1)``.
         n_real: static number of real slots (``n0``), the first slots of the pool.
         n_synth: int32 or float32 scalar, number of synthetic slots after them.
         real_weight: float32 scalar >= 0, the weight of a real slot.
-        num: static number of indices.
 
     Returns:
         ``[num]`` int32 indices in ``[0, n_real + n_synth)``.
 
     >>> import jax, jax.numpy as jnp
-    >>> idx = prefix_weighted_indices(jax.random.key(0), 3, jnp.int32(2), jnp.float32(0.0), 50)
+    >>> u = jax.random.uniform(jax.random.key(0), (50,))
+    >>> idx = prefix_weighted_indices(u, 3, jnp.int32(2), jnp.float32(0.0))
     >>> sorted(set(idx.tolist()))  # real weight 0: only the synthetic slots 3 and 4
     [3, 4]
 
@@ -431,7 +470,7 @@ def prefix_weighted_indices(
     rw = jnp.asarray(real_weight, jnp.float32)
     ns = jnp.asarray(n_synth, jnp.float32)
     w_real = rw * n_real
-    u = jax.random.uniform(key, (num,), jnp.float32) * (w_real + ns)
+    u = u.astype(jnp.float32) * (w_real + ns)
     real_idx = jnp.floor(u / jnp.where(rw > 0, rw, 1.0))
     real_idx = jnp.clip(real_idx, 0, n_real - 1).astype(jnp.int32)
     synth_idx = n_real + jnp.clip(jnp.floor(u - w_real), 0, jnp.maximum(ns - 1, 0))
@@ -458,7 +497,7 @@ def _make_fast(static: StaticConfig) -> GenerativeModel:
         return {
             "points": jnp.zeros((capacity, d), jnp.float32),
             "h": h,
-            "test": real.test,
+            **_held_out(real),
             "seen": jnp.int32(n0),
             "lse_real": log_kernel_sum(real.test, real.train, jnp.zeros((n0,), jnp.float32), h),
             "lse_synth": jnp.full(real.test.shape[:1], LOG_ZERO, jnp.float32),
@@ -490,22 +529,23 @@ def _make_fast(static: StaticConfig) -> GenerativeModel:
 
     def sample(key, params, real, hparams, num):
         del real
-        k_idx, k_eps = jax.random.split(key)
-        idx = prefix_weighted_indices(k_idx, n0, params["synth"]["weight"],
-                                      hparams["real_weight"], num)
-        eps = jax.random.normal(k_eps, (num, d), jnp.float32)
-        return params["points"][idx] + (jnp.sqrt(hparams["scale"]) * params["h"]) * eps
+        return _kernel_sample(
+            key, params["points"],
+            lambda u: prefix_weighted_indices(u, n0, params["synth"]["weight"],
+                                              hparams["real_weight"]),
+            hparams["scale"], params["h"], num)
 
-    def var_ratio(params, real, hparams):
+    def var_ratio(params, hparams):
         rw = jnp.asarray(hparams["real_weight"], jnp.float32)
         r = params["real"]
         weighted = {"weight": rw * r["weight"], "mean": r["mean"], "scatter": rw * r["scatter"]}
         pooled = merge_moments(weighted, params["synth"])
         trace = jnp.trace(pooled["scatter"]) * safe_reciprocal(pooled["weight"])
-        t_trace = _test_trace(real)
+        t_trace = params["test_trace"]
         return (trace + d * params["h"] ** 2) / t_trace, t_trace
 
     def evaluate(params, real, hparams):
+        del real  # the held-out points are in params (see _held_out)
         rw = jnp.asarray(hparams["real_weight"], jnp.float32)
         h = params["h"]
         log_rw = jnp.where(rw > 0, jnp.log(jnp.where(rw > 0, rw, 1.0)), -jnp.inf)
@@ -515,11 +555,12 @@ def _make_fast(static: StaticConfig) -> GenerativeModel:
         return {
             "nll": -jnp.mean(log_density),
             "bandwidth": h,
-            "var_ratio": var_ratio(params, real, hparams)[0],
+            "var_ratio": var_ratio(params, hparams)[0],
         }
 
     def collapsed(params, real, hparams):
-        ratio, t_trace = var_ratio(params, real, hparams)
+        del real
+        ratio, t_trace = var_ratio(params, hparams)
         return (ratio <= COLLAPSE_FLOOR) & jnp.isfinite(t_trace)
 
     return GenerativeModel(init, fit, sample, evaluate, collapsed)

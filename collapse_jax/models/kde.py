@@ -267,8 +267,8 @@ def normals(u: Float[Array, "k num"], d: int) -> Float[Array, "num d"]:
     """``[num, d]`` independent standard normals from uniforms in ``[0, 1)`` (Box-Muller).
 
     Rows ``2i, 2i + 1`` of ``u`` give normals ``2i, 2i + 1``: ``r = sqrt(-2 log(1 - u_2i))``,
-    ``(r cos 2 pi u_2i+1, r sin 2 pi u_2i+1)``; ``u`` needs ``2 ceil(d / 2)`` rows. Uniforms
-    with 24-bit resolution cap ``|z|`` near 5.8, as ``jax.random.normal``'s cap near 5.4.
+    ``(r cos 2 pi u_2i+1, r sin 2 pi u_2i+1)``; ``u`` needs ``2 ceil(d / 2)`` rows. float32
+    uniforms (``1 - u >= 2^-23``) cap ``|z|`` at 5.65; ``jax.random.normal``'s cap is about 5.4.
 
     >>> import jax.numpy as jnp
     >>> z = normals(jnp.array([[0.5], [0.0]]), 2)  # r = sqrt(2 log 2), angle 0

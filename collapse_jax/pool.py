@@ -218,8 +218,8 @@ def prefix_subsample(
     # is one gather: g = state[ptr_i] gives ptr_{ptr_i} and c_{ptr_i} at once.
     ptr = jnp.where(t >= j0, t - j0, slot)
     state = ptr * 2 + prev
-    for _ in range(max(1, (m - 1).bit_length())):
-        state = state[state >> 1] | (state & 1)
+    state = jax.lax.fori_loop(  # a loop, not unrolled: one gather to compile, not log2(m)
+        0, max(1, (m - 1).bit_length()), lambda _, st: st[st >> 1] | (st & 1), state)
     chosen = jnp.where((state & 1) == 1, top, t)
     return jnp.where(count >= m, chosen, slot)
 

@@ -10,7 +10,9 @@ Regimes (generation g is fit on the pool after g rounds of sampling; n synthetic
 - ``replace``: the pool is the n newest synthetic examples only. Capacity ``max(n0, n)``.
 - ``accumulate``: D0 plus every synthetic example so far. Capacity ``n0 + (G - 1) n``.
 - ``accumulate_subsample``: stored as ``accumulate``; each fit sees a uniform subsample without
-  replacement of fixed size ``m`` (compute per generation fixed; Kazdan et al. 2024).
+  replacement of fixed size ``m`` (compute per generation fixed; Kazdan et al. 2024), gathered
+  into a pool of capacity ``m`` (``Regime.view_capacity``), so a fit costs O(m) whatever the
+  accumulated pool's size.
 - ``fixed_real_mix``: D0 plus ``round(lam * n0)`` fresh synthetic examples; older synthetic data is
   dropped (Bertrand et al. 2023). ``lam`` is a hyperparameter in ``[0, lam_max]``; the static
   ``ceil(lam_max * n0)`` examples are sampled every generation and the first ``round(lam * n0)``
@@ -107,25 +109,33 @@ def init_pool(real: Data, capacity: int) -> Pool:
 def write(pool: Pool, block: Data, start: Int[Array, ""], generation: Int[Array, ""]) -> Pool:
     """Write ``block`` (``[k, ...]``) into slots ``start .. start + k - 1``, marking them valid.
 
-    A write that would run past the capacity is dropped entirely and sets ``overflow``.
+    A write that would run past the capacity is dropped entirely and sets ``overflow``. O(k):
+    data, mask and tags are updated by ``dynamic_update_slice`` (in place under XLA) and the count
+    by the number of newly valid slots, so appending to a large pool does not touch its other
+    slots (requires ``pool.count == sum(pool.valid)``, which every regime keeps).
+
+    >>> import jax.numpy as jnp
+    >>> p = write(init_pool(jnp.zeros((2, 1)), 5), jnp.ones((2, 1)), jnp.int32(3), jnp.int32(1))
+    >>> p.valid.tolist(), p.origin.tolist(), int(p.count)
+    ([True, True, False, True, True], [0, 0, -1, 1, 1], 4)
     """
     k = num_examples(block)
     start = jnp.asarray(start, jnp.int32)
     fits = start + k <= pool.capacity
     safe = jnp.where(fits, start, 0)
-    idx = jnp.arange(pool.capacity, dtype=jnp.int32)
-    in_block = fits & (idx >= safe) & (idx < safe + k)
 
     def put(buf, x):
-        # O(k): a dropped write puts the slots' old contents back (in place under XLA).
+        # a dropped write puts the slots' old contents back
         old = jax.lax.dynamic_slice_in_dim(buf, safe, k, axis=0)
         x = jnp.where(fits, x.astype(buf.dtype), old)
         return jax.lax.dynamic_update_slice_in_dim(buf, x, safe, axis=0)
 
     data = jax.tree.map(put, pool.data, block)
-    valid = pool.valid | in_block
-    origin = jnp.where(in_block, jnp.asarray(generation, jnp.int32), pool.origin)
-    return Pool(data, valid, origin, jnp.sum(valid, dtype=jnp.int32), pool.overflow | ~fits)
+    was_valid = jax.lax.dynamic_slice_in_dim(pool.valid, safe, k)
+    valid = put(pool.valid, jnp.ones((k,), jnp.bool_))
+    origin = put(pool.origin, jnp.full((k,), generation, jnp.int32))
+    added = jnp.where(fits, k - jnp.sum(was_valid, dtype=jnp.int32), 0)
+    return Pool(data, valid, origin, pool.count + added, pool.overflow | ~fits)
 
 
 def sample_indices(key: PRNGKey, valid: Bool[Array, " capacity"], num: int) -> Int[Array, " num"]:
@@ -140,10 +150,89 @@ def sample_indices(key: PRNGKey, valid: Bool[Array, " capacity"], num: int) -> I
     return jnp.searchsorted(csum, r + 1, side="left").astype(jnp.int32)
 
 
+def prefix_subsample(
+    key: PRNGKey, count: ArrayLike, m: int, capacity: int | None = None
+) -> Int[Array, " m"]:
+    """``m`` distinct indices drawn uniformly without replacement from ``0 .. count - 1``.
+
+    Floyd's algorithm (Bentley & Floyd 1987): for ``j = count - m .. count - 1`` draw ``t``
+    uniform in ``[0, j]``; take ``t`` unless it was taken already, else take ``j``. Every
+    m-subset is equally likely, and only ``m`` random integers are drawn whatever the capacity.
+
+    The sequential loop is replaced by an exact vectorised equivalent (the same subset, in the
+    same order, as the loop given the same draws ``t``). Write ``j0 = count - m`` and ``c_i`` for
+    "step i collides". A value ``v < j0`` is taken by the first step that draws it, so it is
+    taken before step ``i`` iff some earlier step drew it. A value ``j_k`` (``k < i``) is taken
+    before step ``i`` iff step ``k`` collided or some step ``l`` in ``[k, i)`` drew it; no step
+    before ``k`` can draw ``j_k`` (``t_l <= j_l < j_k``). Hence
+
+        c_i = prev_i or (t_i >= j0 and c_{t_i - j0}),   prev_i = (t_l == t_i for some l < i),
+
+    a recursion along pointers ``i -> t_i - j0 <= i`` (``t_i = j_i`` cannot collide). ``prev``
+    comes from one stable sort of ``t``; the recursion is an OR along each pointer chain, resolved
+    by pointer doubling in ``ceil(log2 m)`` rounds. O(m log m) work, no loop over ``m`` steps,
+    no capacity-sized scratch, and no O(m^2) membership tests (``benchmarks/bench_subsample.py``
+    measures the alternatives).
+
+    When ``count < m`` it returns ``0 .. m - 1``; the caller masks the indices ``>= count``.
+
+    Args:
+        key: PRNG key.
+        count: int32 scalar, the number of valid slots (a valid prefix of the pool).
+        m: static subset size.
+        capacity: optional static bound on ``count``. When ``capacity * m < 2^31`` the stable
+            sort runs on one int32 key ``t m + i`` (unique, so any sort is stable): on XLA CPU
+            several times faster than a two-operand stable sort, with the same result.
+
+    Returns:
+        ``[m]`` int32 distinct indices, each in ``[0, count)`` when ``count >= m``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> idx = prefix_subsample(jax.random.key(0), jnp.int32(10), 4)
+    >>> len(set(idx.tolist())), bool((idx < 10).all())
+    (4, True)
+    >>> prefix_subsample(jax.random.key(0), jnp.int32(2), 4).tolist()  # count < m
+    [0, 1, 2, 3]
+
+    References:
+        Bentley & Floyd 1987, "Programming pearls: a sample of brilliance", Communications of
+            the ACM 30(9), 754-757.
+        Hillis & Steele 1986, "Data parallel algorithms", Communications of the ACM 29(12)
+            (pointer doubling).
+    """
+    count = jnp.asarray(count, jnp.int32)
+    slot = jnp.arange(m, dtype=jnp.int32)
+    j0 = count - m
+    top = j0 + slot  # j_i
+    t = jax.random.randint(key, (m,), 0, jnp.maximum(top, 0) + 1, dtype=jnp.int32)
+    # prev_i: an earlier step drew the same value (stable sort by value, compare neighbours)
+    if capacity is not None and capacity * m < 2**31:
+        packed = jax.lax.sort(t * m + slot)
+        t_sorted, order = packed // m, packed % m
+    else:
+        t_sorted, order = jax.lax.sort((t, slot), num_keys=1, is_stable=True)
+    dup = jnp.concatenate([jnp.zeros((1,), jnp.bool_), t_sorted[1:] == t_sorted[:-1]])
+    prev = jnp.zeros((m,), jnp.int32).at[order].set(dup.astype(jnp.int32), unique_indices=True)
+    # c_i |= c_{t_i - j0} along the pointer chains (a step with t_i < j0 ends its chain: a self
+    # pointer), by pointer doubling. Pointer and flag share one int32 (ptr * 2 + c), so each round
+    # is one gather: g = state[ptr_i] gives ptr_{ptr_i} and c_{ptr_i} at once.
+    ptr = jnp.where(t >= j0, t - j0, slot)
+    state = ptr * 2 + prev
+    state = jax.lax.fori_loop(  # a loop, not unrolled: one gather to compile, not log2(m)
+        0, max(1, (m - 1).bit_length()), lambda _, st: st[st >> 1] | (st & 1), state)
+    chosen = jnp.where((state & 1) == 1, top, t)
+    return jnp.where(count >= m, chosen, slot)
+
+
 def subsample_mask(
     key: PRNGKey, valid: Bool[Array, " capacity"], m: int
 ) -> Bool[Array, " capacity"]:
-    """A mask of ``min(m, count)`` valid slots chosen uniformly without replacement."""
+    """A mask of ``min(m, count)`` valid slots chosen uniformly without replacement.
+
+    Works for any mask (not only a valid prefix), in O(capacity log m): a random score per slot
+    and ``top_k``. For an accumulate pool (a valid prefix) ``prefix_subsample`` draws the subset
+    in O(m log m).
+    """
     scores = jnp.where(valid, jax.random.uniform(key, valid.shape), 2.0)
     _, idx = jax.lax.top_k(-scores, m)
     chosen = jnp.zeros(valid.shape, jnp.bool_).at[idx].set(True)
@@ -222,10 +311,14 @@ class Regime(NamedTuple):
             ``generation`` is fit on, given ``synthetic`` sampled from generation - 1. A regime
             with ``n_fresh > 0`` also takes ``fresh=``, a block of ``n_fresh`` new real examples
             (the chain draws it with ``Source.fresh``).
-        view: ``(pool, key, hparams) -> Pool``, the part of the pool a fit sees (a mask).
+        view: ``(pool, key, hparams) -> Pool``, the part of the pool a fit sees: the pool
+            itself, or the chosen rows gathered into a pool of capacity ``view_capacity``
+            (``accumulate_subsample``).
         n_fresh: static number of fresh real examples the update needs (0 = none).
         metrics: ``(view) -> {"pool_size", "real_fraction"}``; a pool that stores summaries
             instead of examples (e.g. the Gaussian's sufficient statistics) overrides it.
+        view_capacity: static capacity of the pool ``view`` returns (None: ``capacity``); read
+            it through ``fit_capacity``.
     """
 
     name: str
@@ -236,6 +329,16 @@ class Regime(NamedTuple):
     view: Callable[[Pool, PRNGKey, Hparams], Pool]
     n_fresh: int = 0
     metrics: Callable[[Pool], dict[str, Array]] = pool_metrics
+    view_capacity: int | None = None
+
+    @property
+    def fit_capacity(self) -> int:
+        """Static capacity of the pools a fit sees (``view_capacity``, else ``capacity``).
+
+        >>> accumulate_subsample(n0=4, n=2, generations=5).fit_capacity  # m = n0
+        4
+        """
+        return self.capacity if self.view_capacity is None else self.view_capacity
 
 
 def _full_view(pool: Pool, key: PRNGKey, hparams: Hparams) -> Pool:
@@ -276,24 +379,48 @@ def accumulate(n0: int, n: int, generations: int) -> Regime:
         start = n0 + (jnp.asarray(generation, jnp.int32) - 1) * n
         return write(pool, synthetic, start, generation)
 
+    def metrics(view):
+        # O(1): the pool is a valid prefix whose first n0 slots are the real data
+        size = view.count.astype(jnp.float32)
+        return {"pool_size": size, "real_fraction": jnp.float32(n0) / jnp.maximum(size, 1.0)}
+
     return Regime(
         "accumulate", capacity, n, lambda real: init_pool(real, capacity), update, _full_view,
+        metrics=metrics,
     )
 
 
 def accumulate_subsample(n0: int, n: int, generations: int, m: int | None = None) -> Regime:
-    """Accumulate, but each fit sees ``m`` (default ``n0``) pool examples chosen uniformly."""
+    """Accumulate, but each fit sees ``m`` (default ``n0``) pool examples chosen uniformly.
+
+    The view is a pool of capacity ``m`` holding the chosen rows (``prefix_subsample``); while
+    fewer than ``m`` slots are valid it holds the first ``m`` slots, those ``>= count`` invalid.
+
+    >>> import jax, jax.numpy as jnp
+    >>> r = accumulate_subsample(n0=3, n=2, generations=4, m=4)
+    >>> p = r.update(r.init(jnp.zeros((3, 1))), jnp.ones((2, 1)), jnp.int32(1), None, {})
+    >>> v = r.view(p, jax.random.key(0), {})
+    >>> r.capacity, v.capacity, int(v.count), sorted(v.origin.tolist()).count(0) >= 2
+    (9, 4, 4, True)
+    """
     base = accumulate(n0, n, generations)
     m = n0 if m is None else m
     if not 1 <= m <= base.capacity:
         raise ValueError(f"subsample={m} must lie in [1, capacity={base.capacity}]")
 
     def view(pool, key, hparams):
+        # The m chosen rows gathered into a pool of capacity m, so a fit costs O(m), not
+        # O(capacity). An accumulate pool is a valid prefix (writes at n0 + (g - 1) n; a dropped
+        # write leaves it one), so Floyd's algorithm draws the subset from pool.count alone.
         del hparams
-        mask = subsample_mask(key, pool.valid, m)
-        return pool._replace(valid=mask, count=jnp.sum(mask, dtype=jnp.int32))
+        idx = prefix_subsample(key, pool.count, m, base.capacity)
+        valid = idx < pool.count
+        origin = jnp.where(valid, pool.origin[idx], -1).astype(jnp.int32)
+        return Pool(gather(pool.data, idx), valid, origin, jnp.sum(valid, dtype=jnp.int32),
+                    pool.overflow)
 
-    return base._replace(name="accumulate_subsample", view=view)
+    return base._replace(name="accumulate_subsample", view=view, view_capacity=m,
+                         metrics=pool_metrics)
 
 
 #: Default values of the regimes' hyperparameters (vmappable float32, like a model's).
@@ -435,7 +562,7 @@ def window(n0: int, n: int, generations: int, k: int, keep_real: bool = True) ->
 
 
 # ----------------------------------------------------------------------------------------------
-# Origin weights, weighted index sampling, compaction (helpers for the model families)
+# Origin weights and weighted index sampling (helpers for the model families)
 
 
 def origin_weights(pool: Pool, real_weight: ArrayLike = 1.0) -> Float[Array, " capacity"]:
@@ -459,36 +586,35 @@ def sample_weighted_indices(
 ) -> Int[Array, " num"]:
     """``num`` indices drawn with replacement with probability proportional to ``w >= 0``.
 
-    Inverse CDF on the cumulative weights; slots of weight 0 are never drawn (index 0 when all
-    weights are 0).
+    Inverse CDF on the cumulative weights (``weighted_indices`` of ``num`` uniforms); slots of
+    weight 0 are never drawn (index ``capacity - 1`` when all weights are 0).
     """
-    csum = jnp.cumsum(w)
-    u = jax.random.uniform(key, (num,), csum.dtype) * csum[-1]
-    idx = jnp.searchsorted(csum, u, side="right")
-    return jnp.minimum(idx, w.shape[0] - 1).astype(jnp.int32)
+    return weighted_indices(jax.random.uniform(key, (num,), w.dtype), w)
 
 
-def compact(data: Data, w: Float[Array, " capacity"], size: int) -> tuple[Data, Array]:
-    """The first ``size`` slots of positive weight, moved to the front (order kept).
+def weighted_indices(u: Float[Array, " num"], w: Float[Array, " capacity"]) -> Int[Array, " num"]:
+    """Indices with probability proportional to ``w >= 0``, from uniforms ``u`` in ``[0, 1)``.
 
-    For a view whose number of valid slots is bounded by ``size`` (e.g. ``accumulate_subsample``),
-    later per-point work costs ``size`` instead of ``capacity``. Returns ``(data[size], w[size])``.
+    The inverse CDF of ``sample_weighted_indices``, for a caller that draws its uniforms together
+    with other random numbers (one random-number call instead of several).
+
+    Args:
+        u: ``[num]`` uniforms in ``[0, 1)``.
+        w: ``[capacity]`` weights >= 0.
+
+    Returns:
+        ``[num]`` int32 indices: the first slot whose cumulative weight exceeds ``u * sum(w)``.
 
     >>> import jax.numpy as jnp
-    >>> d, w = compact(jnp.arange(5.0), jnp.array([0., 1., 0., 2., 0.]), 2)
-    >>> d.tolist(), w.tolist()
-    ([1.0, 3.0], [1.0, 2.0])
+    >>> weighted_indices(jnp.array([0.0, 0.3, 0.9]), jnp.array([1.0, 0.0, 2.0, 1.0])).tolist()
+    [0, 2, 3]
+
+    References:
+        Devroye 1986, "Non-Uniform Random Variate Generation", ch. III.2 (inversion by search).
     """
-    order = jnp.argsort((w <= 0).astype(jnp.int32), stable=True)[:size]
-    return gather(data, order), w[order]
-
-
-def max_view_count(static: StaticConfig) -> int:
-    """A static bound on the number of valid slots any fit of this config sees."""
-    regime = make_regime(static)
-    if static.regime == "accumulate_subsample":
-        return min(regime.capacity, static.subsample or static.n0)
-    return regime.capacity
+    csum = jnp.cumsum(w)
+    idx = jnp.searchsorted(csum, u.astype(csum.dtype) * csum[-1], side="right")
+    return jnp.minimum(idx, w.shape[0] - 1).astype(jnp.int32)
 
 
 #: name -> factory of a Regime from a StaticConfig (``collapse-jax list`` shows them).

@@ -114,6 +114,45 @@ def test_toy_sources_shapes_and_scale():
     np.testing.assert_allclose(r, [0.8, 1.0], atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["moons", "circles", "swiss_roll"])
+def test_toy_sources_noise_is_isotropic_normal_and_components_fair(name):
+    # the same key with and without noise: the difference is noise * z, z ~ N(0, I_2) from the
+    # Box-Muller transform; KS tests at alpha 1e-3 / 9 (3 sources x 3 tests, Bonferroni)
+    from scipy import stats
+
+    key, num, sigma = jax.random.key(4), 20_000, 0.3
+    clean = np.asarray(toy_points(name, key, num, 0.0), np.float64)
+    z = (np.asarray(toy_points(name, jax.random.clone(key), num, sigma), np.float64) - clean)
+    z /= sigma
+    alpha = 1e-3 / 9
+    for col in (0, 1):
+        assert stats.kstest(z[:, col], "norm").pvalue > alpha, (name, col)
+    # jointly: |z|^2 ~ chi^2_2 (a check of the pair, not only of the marginals)
+    assert stats.kstest((z**2).sum(1), "chi2", args=(2,)).pvalue > alpha, name
+    if name != "swiss_roll":  # a fair coin picks the component
+        r = np.hypot(clean[:, 0], clean[:, 1]) if name == "circles" else np.hypot(
+            clean[:, 0] - 1.0, clean[:, 1] - 0.5)
+        inner = np.isclose(r, 0.8 if name == "circles" else 1.0, atol=1e-4)
+        if name == "moons":  # inner moon: centred (1, 0.5), below its centre
+            inner &= clean[:, 1] <= 0.5 + 1e-5
+        frac = inner.mean()
+        assert abs(frac - 0.5) < 4 * np.sqrt(0.25 / num), frac
+
+
+def test_box_muller_normals_odd_dimension():
+    # d = 3 uses two Box-Muller pairs and drops the 4th normal; KS per coordinate at 1e-3 / 3,
+    # and the pair (0, 1) jointly: |z|^2 ~ chi^2_2
+    from scipy import stats
+
+    from collapse_jax.models.kde import normals
+
+    z = np.asarray(normals(jax.random.uniform(jax.random.key(8), (4, 30_000)), 3), np.float64)
+    assert z.shape == (30_000, 3)
+    for col in range(3):
+        assert stats.kstest(z[:, col], "norm").pvalue > 1e-3 / 3, col
+    assert stats.kstest((z[:, :2] ** 2).sum(1), "chi2", args=(2,)).pvalue > 1e-3
+
+
 def _kde_static(regime, n, gens):
     return StaticConfig(model="kde", regime=regime, n0=n, n=n, d=2, generations=gens,
                         n_test=50, source="moons")

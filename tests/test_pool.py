@@ -52,9 +52,21 @@ def test_regimes_keep_shapes_and_masks(name, n0, n, gens):
         _consistent(view, view=True)
         if name == "accumulate_subsample":
             assert int(view.count) == min(n0, expected)
-            assert bool(jnp.all(view.valid <= pool.valid))
+            # the view gathers the chosen rows into a pool of capacity m = n0: distinct valid
+            # rows of the pool, with their origin tags
+            assert view.capacity == regime.fit_capacity == n0
+            vrows = np.asarray(view.data["x"])[np.asarray(view.valid)]
+            prows = {tuple(r): int(o) for r, o in zip(np.asarray(pool.data["x"]),
+                                                       np.asarray(pool.origin), strict=True)
+                     if o >= 0}
+            assert len({tuple(r) for r in vrows}) == int(view.count)
+            origins = np.asarray(view.origin)[np.asarray(view.valid)]
+            assert all(prows[tuple(r)] == o for r, o in zip(vrows, origins, strict=True))
         else:
             assert int(view.count) == expected
+        # the regime's pool metrics (O(1) for accumulate) equal the mask-weighted ones
+        got, want = regime.metrics(view), P.pool_metrics(view)
+        assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in want.items()}
 
 
 def test_accumulate_capacity_is_exact_and_overflow_is_flagged():
@@ -71,6 +83,19 @@ def test_accumulate_capacity_is_exact_and_overflow_is_flagged():
     assert bool(pool.overflow)
     np.testing.assert_array_equal(pool.data, before.data)  # the dropped write changed nothing
     np.testing.assert_array_equal(pool.valid, before.valid)
+
+
+def test_write_over_valid_slots_keeps_the_count():
+    # O(k) write: the count grows by the newly valid slots only; tags and data of the block change
+    pool = P.init_pool(jnp.zeros((3, 1), jnp.float32), capacity=6)
+    pool = P.write(pool, jnp.ones((3, 1), jnp.float32), jnp.int32(1), jnp.int32(2))
+    _consistent(pool)
+    assert int(pool.count) == 4 and pool.origin.tolist() == [0, 2, 2, 2, -1, -1]
+    np.testing.assert_array_equal(np.asarray(pool.data[:, 0]), [0, 1, 1, 1, 0, 0])
+    dropped = P.write(pool, jnp.full((3, 1), 5.0), jnp.int32(4), jnp.int32(3))  # 4 + 3 > 6
+    assert bool(dropped.overflow) and int(dropped.count) == 4
+    np.testing.assert_array_equal(np.asarray(dropped.data), np.asarray(pool.data))
+    np.testing.assert_array_equal(np.asarray(dropped.origin), np.asarray(pool.origin))
 
 
 def test_sample_indices_only_valid_and_uniform():

@@ -14,7 +14,6 @@ from collapse_jax import ConfigError, Experiment, StaticConfig, validate
 from collapse_jax.chain import make_chain
 from collapse_jax.pool import (
     Pool,
-    compact,
     fixed_real_mix,
     fresh_real_mix,
     origin_weights,
@@ -107,12 +106,6 @@ def test_origin_weights_and_weighted_sampling():
     # probabilities 0.5/3.5 and 1/3.5: 4 standard errors of a binomial frequency
     for i, pi in enumerate([1 / 7, 1 / 7, 1 / 7, 2 / 7, 2 / 7]):
         assert abs(freq[i] - pi) < 4 * np.sqrt(pi * (1 - pi) / 20000)
-
-
-def test_compact_moves_valid_first():
-    data = {"x": jnp.arange(6.0), "y": jnp.arange(6)}
-    d, w = compact(data, jnp.array([0.0, 2.0, 0.0, 0.0, 1.0, 3.0]), 4)
-    assert d["x"].tolist() == [1.0, 4.0, 5.0, 0.0] and w.tolist() == [2.0, 1.0, 3.0, 0.0]
 
 
 # ----------------------------------------------------------------------------------------------

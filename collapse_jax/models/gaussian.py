@@ -26,7 +26,8 @@ without drawing the points:
 
 with ``A`` the lower-triangular Bartlett factor (``A_ii = sqrt(chi^2_{n-1-i})``, ``A_ij ~ N(0, 1)``
 below the diagonal; for n - 1 < d the Wishart is singular and the columns j >= n - 1 are 0). That
-is d(d+1)/2 + d random numbers per generation instead of n d. The model's parameters are the mean
+is d(d-1)/2 normals, d chi-squares (``chisquare``: one shared stream of Marsaglia-Tsang
+proposals) and d normals per generation instead of n d normals. The model's parameters are the mean
 and a lower-triangular root ``R`` of the covariance, so under ``replace`` the next root is
 ``R A / sqrt(n - ddof)`` (no factorisation at all); under ``accumulate`` the pool is the running
 statistics of D0 and every synthetic block, merged with the pairwise update of Chan et al. and
@@ -51,11 +52,16 @@ References:
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from collapse_jax import metrics as M
+from collapse_jax import rng
 from collapse_jax.config import (
     NONNEGATIVE,
     POSITIVE,
@@ -78,10 +84,10 @@ def gaussian_source(static: StaticConfig) -> Source:
 
     def draw(key, hparams, args):
         del args
-        k_train, k_test = jax.random.split(key)
+        k_train, k_test = rng.split(key)
         sigma = hparams["sigma"]
-        train = sigma * jax.random.normal(k_train, (n0, d), dt)
-        test = sigma * jax.random.normal(k_test, (n_test, d), dt)
+        train = sigma * rng.normal(k_train, (n0, d), dt)
+        test = sigma * rng.normal(k_test, (n_test, d), dt)
         eye = jnp.eye(d, dtype=dt)
         test_mean = jnp.mean(test, axis=0)
         tc = test - test_mean[None, :]
@@ -98,7 +104,7 @@ def gaussian_source(static: StaticConfig) -> Source:
 
     def fresh(key, hparams, args, real, num):
         del args, real
-        return hparams["sigma"] * jax.random.normal(key, (num, d), jnp.float32)
+        return hparams["sigma"] * rng.normal(key, (num, d), jnp.float32)
 
     return Source(lambda s: {}, draw, fresh)
 
@@ -145,7 +151,7 @@ def make_gaussian(static: StaticConfig) -> GenerativeModel:
 
     def sample(key, params, real, hparams, num):
         del real
-        z = jax.random.normal(key, (num, d), dt)
+        z = rng.normal(key, (num, d), dt)
         root = M.psd_sqrt(params["cov"]) * jnp.sqrt(hparams["scale"])
         return params["mean"][None, :] + z @ root
 
@@ -179,41 +185,148 @@ def make_gaussian(static: StaticConfig) -> GenerativeModel:
 #: Regimes whose fits depend on the pool only through its sufficient statistics.
 FAST_REGIMES = ("replace", "accumulate")
 
-#: Marsaglia-Tsang proposals per chi-square draw. Each is accepted with probability >= 0.95, so
-#: all 8 are rejected with probability < 0.049^8 < 4e-11 (then the last proposal is used).
-CHI2_ROUNDS = 8
+#: Upper bound on ``a`` times the rejection probability of one Marsaglia-Tsang proposal at shape
+#: ``a >= 1``: ``a (1 - p(a))`` decreases from 0.04833 at a = 1 to 1/36 as a -> inf (quadrature;
+#: checked in tests/test_gaussian_sampling.py), so ``1 - p(a) <= MT_REJECT / a``.
+MT_REJECT = 0.0484
+
+#: Largest probability, per chi-square draw, that the shared proposal stream runs out. The former
+#: scheme (8 proposals per draw) ran out with probability (1 - p(1))^8 = 2.98e-11 at the worst
+#: shape; the stream is sized to stay below it.
+CHI2_EXHAUST = 2.9e-11
+
+
+def _binomial_below(m: int, k: int, p: float) -> float:
+    """P(Binomial(m, p) < k), summed in log space (exact up to float rounding)."""
+    if k <= 0:
+        return 0.0
+    if k > m:
+        return 1.0
+    q = 1.0 - p
+    logs = [math.lgamma(m + 1) - math.lgamma(j + 1) - math.lgamma(m - j + 1)
+            + j * math.log(p) + (m - j) * math.log(q) for j in range(k)]
+    top = max(logs)
+    return math.exp(top) * math.fsum(math.exp(t - top) for t in logs)
+
+
+@functools.cache
+def stream_size(k: int, min_shape: float) -> int:
+    """Proposals ``M`` that ``k`` chi-square draws share (``chisquare``).
+
+    The smallest ``M`` with ``P(Binomial(M, p) < k) <= k * CHI2_EXHAUST`` for
+    ``p = 1 - MT_REJECT / min_shape``, a lower bound on the acceptance probability of every
+    row's shape (the stream runs out only if fewer than ``k`` of its ``M`` proposals are
+    accepted by the rows that need them; with each row's acceptance probability at least ``p``,
+    that is at most the binomial tail).
+
+    >>> stream_size(10, 1.0), stream_size(10, 45.0)
+    (21, 14)
+    """
+    p = 1.0 - MT_REJECT / max(min_shape, 1.0)
+    m = k
+    while _binomial_below(m, k, p) > k * CHI2_EXHAUST:
+        m += 1
+    return m
+
+
+def _first_after(ok: Array, m: int) -> Array:
+    """``pick[i]`` = the first ``j > pick[i - 1]`` with ``ok[i, j]`` (``m - 1`` if none), rows in
+    order (``pick[-1] = -1``), for ``ok`` of shape ``[k, m]``.
+
+    With ``m <= 32`` each row's accepted positions are packed into one uint32, and the pass over
+    the rows is a few integer operations per row (lowest set bit above the previous pick); else a
+    masked minimum per row.
+    """
+    k = ok.shape[0]
+    taken, picks = jnp.int32(-1), []
+    if m <= 32:
+        one = jnp.left_shift(jnp.uint32(1), jnp.arange(m, dtype=jnp.uint32))
+        bits = jnp.sum(jnp.where(ok, one[None, :], jnp.uint32(0)), axis=1, dtype=jnp.uint32)
+        for i in range(k):
+            shift = (taken + 1).astype(jnp.uint32)  # in 0 .. 32
+            above = jnp.where(shift < 32, jnp.left_shift(jnp.uint32(0xFFFFFFFF), shift), 0)
+            free = bits[i] & above.astype(jnp.uint32)
+            low = free & (~free + jnp.uint32(1))  # its lowest set bit
+            first = jax.lax.population_count(low - jnp.uint32(1)).astype(jnp.int32)
+            taken = jnp.where(free == 0, m - 1, first)
+            picks.append(taken)
+    else:
+        pos = jnp.arange(m, dtype=jnp.int32)
+        for i in range(k):
+            taken = jnp.minimum(jnp.min(jnp.where(ok[i] & (pos > taken), pos, m)), m - 1)
+            picks.append(taken)
+    return jnp.stack(picks)
 
 
 def chisquare(key: PRNGKey, df: Float[Array, " k"]) -> Float[Array, " k"]:
-    """Chi-square draws with ``df >= 1`` degrees of freedom, ``2 Gamma(df / 2)``.
+    """``k`` independent chi-square draws with ``df >= 1`` degrees of freedom, ``2 Gamma(df / 2)``.
 
-    Marsaglia-Tsang rejection with a fixed number of proposals drawn at once (``CHI2_ROUNDS``),
-    the first accepted one kept: no data-dependent loop under ``vmap``, and exact except with
-    probability < 4e-11 per draw. Shape ``a < 1`` (df = 1) uses ``Gamma(a) = Gamma(a+1) U^(1/a)``.
+    Marsaglia-Tsang rejection, the ``k`` draws sharing one stream of ``M`` proposals: a proposal
+    is a (normal, uniform) pair, which does not depend on the shape, so draw ``i`` takes the first
+    proposal after draw ``i - 1``'s that its own test accepts. The stream is i.i.d. and the
+    position draw ``i - 1`` took is a stopping time, so the proposals after it are fresh: each
+    draw is an exact Marsaglia-Tsang draw, independent of the others. Computed in fixed shape
+    (no data-dependent loop under ``vmap``): the ``[k, M]`` accept matrix, then one pass over the
+    draws picks the positions (``_first_after``).
+
+    ``M = stream_size(k, min_shape)``: the stream runs out with probability below
+    ``k * CHI2_EXHAUST = k * 2.9e-11`` (the former scheme, 8 proposals per draw, had up to
+    ``k * 2.98e-11``). If it does run out, every draw left takes the stream's last proposal,
+    accepted or not (as the former scheme took its last round when all 8 were rejected). With
+    ``df`` concrete (as ``bartlett_factor`` passes it; not a tracer) the stream is sized for the
+    smallest shape present (``M = 14`` for the ten shapes 45 .. 49.5 of n = 100, d = 10;
+    ``M = 15`` for n = 32; ``M = 19`` for the nine of n = 10, down to shape 1) and only draws with
+    ``df < 2`` draw a boost uniform; with ``df`` traced, for the worst shape (``M = 21`` for
+    ``k = 10``) and every draw draws one. 2M + (boosts) uniform and normal numbers in all, where
+    the former scheme drew 16 k + k.
+
+    Shape ``a < 1`` (``df < 2``) uses ``Gamma(a) = Gamma(a + 1) U^(1/a)`` (shape ``a + 1 >= 1.5``
+    in the test).
 
     >>> import jax, jax.numpy as jnp
-    >>> x = jax.vmap(lambda k: chisquare(k, jnp.array([1.0, 7.0])))(
+    >>> x = jax.vmap(lambda k: chisquare(k, jnp.array([1.0, 7.0, 60.0])))(
     ...     jax.random.split(jax.random.key(0), 4000))
-    >>> [round(float(v), 1) for v in x.mean(0)]
-    [1.0, 7.0]
+    >>> [round(float(v)) for v in x.mean(0)]
+    [1, 7, 60]
     """
-    dt = df.dtype
+    try:
+        static_df = np.asarray(df, np.float64)
+    except jax.errors.TracerArrayConversionError:
+        static_df = None
+    df = jnp.asarray(df)
+    dt, (k,) = df.dtype, df.shape
+    if k == 0:
+        return jnp.zeros((0,), dt)
     a = 0.5 * df
     boost = a < 1.0
-    shape = jnp.where(boost, a + 1.0, a)
-    dd = shape - 1.0 / 3.0
+    if static_df is None:
+        min_shape, boosted = 1.0, list(range(k))
+    else:
+        sa = 0.5 * static_df
+        min_shape = float(np.min(np.where(sa < 1.0, sa + 1.0, sa)))
+        boosted = [i for i in range(k) if sa[i] < 1.0]
+    dd = jnp.where(boost, a + 1.0, a) - 1.0 / 3.0
     c = 1.0 / jnp.sqrt(9.0 * dd)
-    k_x, k_u, k_boost = jax.random.split(key, 3)
-    rounds = (CHI2_ROUNDS, *df.shape)
-    x = jax.random.normal(k_x, rounds, dt)
-    u = jax.random.uniform(k_u, rounds, dt, minval=jnp.finfo(dt).tiny)
-    v = (1.0 + c[None] * x) ** 3
-    log_v = jnp.log(jnp.maximum(v, jnp.finfo(dt).tiny))
-    ok = (v > 0) & (jnp.log(u) < 0.5 * x**2 + dd[None] - dd[None] * v + dd[None] * log_v)
-    first = jnp.argmax(ok | (jnp.arange(CHI2_ROUNDS) == CHI2_ROUNDS - 1)[:, None], axis=0)
-    g = dd * jnp.maximum(jnp.take_along_axis(v, first[None], axis=0)[0], jnp.finfo(dt).tiny)
-    w = jax.random.uniform(k_boost, df.shape, dt, minval=jnp.finfo(dt).tiny)
-    g = jnp.where(boost, g * w ** (1.0 / a), g)
+    m = stream_size(k, min_shape)
+    k_x, k_u, k_boost = rng.split(key, 3)
+    tiny = jnp.finfo(dt).tiny
+    x = rng.normal(k_x, (m,), dt)
+    log_u = jnp.log(rng.uniform(k_u, (m,), dt, minval=tiny))
+    v = (1.0 + c[:, None] * x[None, :]) ** 3  # [k, m]: every proposal tested for every draw
+    log_v = jnp.log(jnp.maximum(v, tiny))
+    ok = (v > 0) & (log_u[None, :] < 0.5 * x[None, :] ** 2 + dd[:, None] * (1.0 - v + log_v))
+    pick = _first_after(ok, m)
+    at = jnp.arange(m, dtype=jnp.int32)[None, :] == pick[:, None]
+    x_pick = jnp.sum(jnp.where(at, x[None, :], 0.0), axis=1)
+    g = dd * jnp.maximum((1.0 + c * x_pick) ** 3, tiny)
+    if boosted:
+        w = rng.uniform(k_boost, (len(boosted),), dt, minval=tiny)
+        if static_df is None:
+            g = jnp.where(boost, g * w ** (1.0 / a), g)
+        else:
+            ws = dict(zip(boosted, range(len(boosted)), strict=True))
+            g = jnp.stack([g[i] * w[ws[i]] ** (1.0 / a[i]) if i in ws else g[i]
+                           for i in range(k)])
     return 2.0 * g
 
 
@@ -228,15 +341,18 @@ def bartlett_factor(key: PRNGKey, d: int, dof: int, dtype=jnp.float32) -> Float[
     >>> bool((a[:, 1:] == 0).all()), bool(a[0, 0] > 0)
     (True, True)
     """
-    k_chi, k_norm = jax.random.split(key)
-    idx = jnp.arange(d)
-    df = (dof - idx).astype(dtype)
-    live = df > 0
-    diag = jnp.where(live, jnp.sqrt(chisquare(k_chi, jnp.where(live, df, 1.0))), 0.0)
-    rows, cols = jnp.tril_indices(d, -1)  # only the d(d-1)/2 normals below the diagonal
-    z = jax.random.normal(k_norm, rows.shape, dtype)
-    lower = jnp.zeros((d, d), dtype).at[rows, cols].set(jnp.where(cols < dof, z, 0.0))
-    return lower + jnp.diag(diag)
+    k_chi, k_norm = rng.split(key)
+    live = min(d, dof)  # rows with dof - i >= 1 degrees of freedom
+    diag = jnp.sqrt(chisquare(k_chi, np.arange(dof, dof - live, -1).astype(np.dtype(dtype))))
+    # the normals below the diagonal of the live columns j < dof, row by row
+    width = [min(i, dof) for i in range(d)]
+    z = rng.normal(k_norm, (sum(width),), dtype)
+    start = np.cumsum([0, *width])
+    zero = jnp.zeros((d,), dtype)
+    rows = [jnp.concatenate([z[start[i]:start[i] + width[i]], zero[width[i]:i],
+                             diag[i:i + 1] if i < live else zero[:1], zero[i + 1:]])
+            for i in range(d)]
+    return jnp.stack(rows)
 
 
 def statistics(x: Float[Array, "m d"]) -> dict[str, Array]:
@@ -283,8 +399,8 @@ def sample_statistics(
 ) -> dict[str, Array]:
     """Exact sufficient statistics of ``num`` draws from N(mean, root root^T), as a block."""
     d, dt = mean.shape[0], mean.dtype
-    k_mean, k_wishart = jax.random.split(key)
-    zbar = jax.random.normal(k_mean, (d,), dt) / jnp.sqrt(jnp.asarray(num, dt))
+    k_mean, k_wishart = rng.split(key)
+    zbar = rng.normal(k_mean, (d,), dt) / jnp.sqrt(jnp.asarray(num, dt))
     return {
         "count": jnp.full((1,), num, dt),
         "real": jnp.zeros((1,), dt),

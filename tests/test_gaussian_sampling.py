@@ -1,0 +1,142 @@
+"""The Gaussian's random draws: chi-squares from one shared Marsaglia-Tsang stream.
+
+The chi-square draws of a Bartlett factor share one stream of proposals (``chisquare``); these
+tests check the claims its docstring makes: the rejection bound and stream size (against scipy),
+the pass that assigns proposals to draws (against a plain loop, including a stream that runs
+out), each draw's law (KS against scipy.stats.chi2, small and large df, the boosted df = 1) and
+the independence of the draws.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from collapse_jax.models.gaussian import (
+    CHI2_EXHAUST,
+    MT_REJECT,
+    _binomial_below,
+    _first_after,
+    chisquare,
+    stream_size,
+)
+
+N = 20000
+# Bonferroni over the KS tests below (4 df sets, 29 draws)
+ALPHA = 1e-3 / 29
+
+
+def _mt_accept(a: float) -> float:
+    """Acceptance probability of one Marsaglia-Tsang proposal at shape ``a >= 1`` (quadrature)."""
+    d = a - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9.0 * d)
+
+    def density(x):  # normal density times the acceptance probability exp(...) <= 1
+        return stats.norm.pdf(x) * np.exp(0.5 * x * x + d - d * (1 + c * x) ** 3
+                                          + 3 * d * np.log1p(c * x))
+
+    return integrate.quad(density, -1.0 / c, 60.0, limit=500, epsabs=1e-15, epsrel=1e-12)[0]
+
+
+def test_rejection_bound():
+    """``1 - p(a) <= MT_REJECT / a`` for a >= 1: a (1 - p(a)) falls from 0.0483 to 1/36."""
+    shapes = np.unique(np.concatenate([np.linspace(1.0, 3.0, 21), np.geomspace(3.0, 1e4, 30)]))
+    scaled = np.array([a * (1.0 - _mt_accept(a)) for a in shapes])
+    assert np.all(scaled <= MT_REJECT)
+    assert np.all(np.diff(scaled) < 0)
+    assert scaled[0] == pytest.approx(0.04833, abs=1e-5)
+    assert scaled[-1] == pytest.approx(1.0 / 36.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("k,shape", [(1, 1.0), (9, 1.0), (10, 1.0), (10, 11.0), (10, 45.0),
+                                     (100, 1.0)])
+def test_stream_size_is_the_smallest_safe_one(k, shape):
+    m = stream_size(k, shape)
+    p = 1.0 - MT_REJECT / shape
+    assert _binomial_below(m, k, p) == pytest.approx(stats.binom.cdf(k - 1, m, p), rel=1e-6)
+    assert stats.binom.cdf(k - 1, m, p) <= k * CHI2_EXHAUST < stats.binom.cdf(k - 1, m - 1, p)
+    # the former scheme's worst case, (1 - p(1))^8 per draw, is not exceeded
+    assert CHI2_EXHAUST <= (1.0 - _mt_accept(1.0)) ** 8
+
+
+def _first_after_loop(ok):
+    k, m = ok.shape
+    taken, out = -1, []
+    for i in range(k):
+        later = [j for j in range(taken + 1, m) if ok[i, j]]
+        taken = later[0] if later else m - 1
+        out.append(taken)
+    return out
+
+
+@pytest.mark.parametrize("m", [5, 14, 32, 33, 60])
+def test_first_after_matches_a_loop(m):
+    """Both branches (packed bits for m <= 32, masked minimum above), streams that run out."""
+    rs = np.random.default_rng(m)
+    k = 4
+    f = jax.jit(lambda ok: _first_after(ok, m))
+    ran_out = 0
+    for accept in (0.9, 0.5, 0.15, 0.03):
+        for _ in range(50):
+            ok = rs.random((k, m)) < accept
+            want = _first_after_loop(ok)
+            ran_out += want[-1] == m - 1 and not ok[-1, m - 1]
+            assert np.asarray(f(jnp.asarray(ok))).tolist() == want
+    assert ran_out > 0  # the run-out fallback was exercised
+
+
+def _draws(dfs, traced=False, seed=0):
+    keys = jax.random.split(jax.random.key(seed), N)
+    if traced:
+        f = jax.jit(jax.vmap(chisquare, in_axes=(0, None)))
+        return np.asarray(f(keys, jnp.asarray(dfs)), np.float64)
+    return np.asarray(jax.jit(jax.vmap(lambda k: chisquare(k, dfs)))(keys), np.float64)
+
+
+# the diagonals of Bartlett factors at d = 10: n = 10 (df 9 .. 1, the worst shape 1 and the
+# boosted df = 1), n = 100 (99 .. 90), and a large df
+DF_SETS = [np.arange(9.0, 0.0, -1.0), np.arange(99.0, 89.0, -1.0), np.array([2.0, 1.0, 5000.0])]
+
+
+@pytest.mark.parametrize("dfs,traced", [(DF_SETS[0], False), (DF_SETS[1], False),
+                                        (DF_SETS[2], False), (DF_SETS[0], True)])
+def test_each_draw_is_chisquare(dfs, traced):
+    x = _draws(dfs.astype(np.float32), traced)
+    assert np.all(x > 0)
+    for j, df in enumerate(dfs):
+        p = stats.kstest(x[:, j], stats.chi2(df).cdf).pvalue
+        assert p > ALPHA, f"df={df} (draw {j}, traced={traced}): KS p={p:.2e}"
+
+
+@pytest.mark.parametrize("dfs", DF_SETS[:2])
+def test_draws_are_independent(dfs):
+    """Pearson and Spearman correlation of every pair of draws is 0 within 4 standard errors;
+    and a draw's value does not move the next draw's (mean of draw j + 1 given draw j above its
+    median vs below: 0 within 4 s.e.)."""
+    x = _draws(dfs.astype(np.float32), seed=1)
+    k = len(dfs)
+    se = 1.0 / np.sqrt(N)
+    pearson = np.corrcoef(x.T)[np.triu_indices(k, 1)]
+    spearman = stats.spearmanr(x).statistic[np.triu_indices(k, 1)]
+    # 45 pairs: 4 s.e. is ~ a 3e-3 two-sided Bonferroni level
+    assert np.all(np.abs(pearson) < 4 * se), pearson
+    assert np.all(np.abs(spearman) < 4 * se), spearman
+    for j in range(k - 1):
+        hi = x[:, j] > np.median(x[:, j])
+        a, b = x[hi, j + 1], x[~hi, j + 1]
+        diff_se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+        assert abs(a.mean() - b.mean()) < 4 * diff_se, j
+
+
+def test_independence_check_can_fail():
+    """Negative control: reusing the stream position (every draw takes the first proposal its
+    own test accepts, from the same stream) correlates the draws, and the check above sees it."""
+    dfs = np.arange(99.0, 89.0, -1.0).astype(np.float32)
+    keys = jax.random.split(jax.random.key(1), N)
+    dependent = jax.vmap(lambda k: jnp.stack([chisquare(jax.random.clone(k), dfs[j:j + 1])[0]
+                                              for j in range(len(dfs))]))
+    x = np.asarray(jax.jit(dependent)(keys), np.float64)
+    assert np.abs(np.corrcoef(x.T)[0, 1]) > 4.0 / np.sqrt(N)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import rng
 from collapse_jax.config import StaticConfig
 from collapse_jax.model import GenerativeModel, Source, make_model, make_source
 from collapse_jax.pool import Pool, Regime, make_regime
@@ -60,7 +61,7 @@ def make_chain(static: StaticConfig) -> Chain:
 
 def draw_real(chain: Chain, chain_key: PRNGKey, hparams: Hparams, args: PyTree) -> RealData:
     """The real data (train, test, truth) of one chain."""
-    return chain.source.draw(jax.random.fold_in(chain_key, REAL_STREAM), hparams, args)
+    return chain.source.draw(rng.fold_in(chain_key, REAL_STREAM), hparams, args)
 
 
 def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metrics: Metrics):
@@ -91,7 +92,7 @@ def init(
     chain: Chain, chain_key: PRNGKey, hparams: Hparams, real: RealData
 ) -> tuple[ChainState, Metrics]:
     """Generation 0: the pool is D0; fit and evaluate on it."""
-    k_init, _, k_view, k_fit = jax.random.split(jax.random.fold_in(chain_key, 0), 4)
+    k_init, _, k_view, k_fit = rng.split(rng.fold_in(chain_key, 0), 4)
     pool = chain.regime.init(real.train)
     params = chain.model.init(k_init, real, hparams)
     view = chain.regime.view(pool, k_view, hparams)
@@ -113,15 +114,15 @@ def step(
 
     ``args`` (the source's host data) is needed only by regimes that draw fresh real data.
     """
-    k_sample, k_update, k_view, k_fit = jax.random.split(
-        jax.random.fold_in(chain_key, generation), 4
+    k_sample, k_update, k_view, k_fit = rng.split(
+        rng.fold_in(chain_key, generation), 4
     )
     synthetic = chain.model.sample(
         k_sample, state.params, real, hparams, chain.regime.n_synthetic
     )
     extra = {}
     if chain.regime.n_fresh:  # fresh_real_mix: new real data from the source every generation
-        k_update, k_fresh = jax.random.split(k_update)
+        k_update, k_fresh = rng.split(k_update)
         extra["fresh"] = chain.source.fresh(k_fresh, hparams, args, real, chain.regime.n_fresh)
     pool = chain.regime.update(state.pool, synthetic, generation, k_update, hparams, **extra)
     view = chain.regime.view(pool, k_view, hparams)

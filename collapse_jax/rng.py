@@ -4,9 +4,9 @@ JAX lowers the threefry2x32 hash on CPU as a rolled loop of 5 iterations
 (``jax/_src/random/threefry2x32.py``, ``use_rolled_loops=True``). XLA cannot fuse a loop with
 what consumes it, so every random call writes its hash state to memory 5 times, then converts
 it to floats in a separate pass. Here the same hash is written out in ``jnp``, unrolled, so XLA
-fuses the hash, the float conversion and ``erf_inv`` into one loop: about 2.3x the standard
-normals per second of ``jax.random.normal`` on this machine's CPU (whole arrays or vmapped small
-draws alike), and bit-identical to it (``tests/test_rng.py``).
+fuses the hash, the float conversion and ``erf_inv`` into one loop: 2.3-3x the standard normals
+per second of ``jax.random.normal`` on this machine's 2 CPU cores (whole arrays or vmapped small
+draws alike; measured under load), and bit-identical to it (``tests/test_rng.py``).
 
 The bits are those of ``jax.random`` with ``jax_threefry_partitionable`` on (JAX's default): the
 hash of the 64-bit flat index of each element under the key, the two output words xor-ed for 32

@@ -6,10 +6,12 @@ Command:
 Setting (Kazdan et al. 2024; Shumailov et al. 2024): d = 10, real data N(0, I), n in {10, 32, 100}
 examples per generation (n0 = n), 100 generations, 100 seeds, MLE covariance.
 
-Expected runtime on 2 CPU cores: measured 84 s on the idle machine (9 compiles: 62 s, running
-13 s; replace and accumulate use the Gaussian's exact fast path). Measured g = 99 trace ratio
-(mean +- s.e., 100 seeds): replace 2e-6 / 0.039 +- 0.010 / 0.43 +- 0.08, accumulate 0.83 / 0.96 /
-0.99, accumulate_subsample 0.73 / 0.93 / 0.98 for n = 10 / 32 / 100.
+Expected runtime on 2 CPU cores: 84 s on the idle machine (9 compiles: 62 s, running 13 s;
+replace and accumulate use the Gaussian's exact fast path); re-measured after the chi-square
+stream and sample-path changes with the cores shared (load average 6-8): 148 s (compiles 125 s,
+running 13 s). Measured g = 99 trace ratio (mean +- s.e., 100 seeds): replace 1e-6 / 0.038 +-
+0.009 / 0.43 +- 0.08, accumulate 0.84 / 0.96 / 0.99, accumulate_subsample 0.69 / 0.95 / 0.98 for
+n = 10 / 32 / 100.
 
 Expected result: under replace the trace ratio follows ((n-1)/n)^(g+1) (dashed theory line):
 at g = 99 about 3.7e-5 for n = 10, 0.044 for n = 32, 0.37 for n = 100; the mean error rises

@@ -379,9 +379,12 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeyp
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
     before = (out / "metrics.csv").read_text()
     # the same run again is fine (deterministic), and so is --resume of it; chunk_size does not
-    # change the results, so it does not make a different run
+    # change the results, so it does not make a different run. (chunk_size=4 for 2 seeds: plans
+    # keep >= 2 chains per device, the documented bitwise guarantee; an explicit chunk_size=1 is
+    # honoured, and XLA lowers a batch of one chain differently: last-ulp differences, see
+    # sweep.MIN_CHAINS_PER_DEVICE.)
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
-    assert _run(capsys, *TINY, "--set", "chunk_size=1", "--out", str(out))[0] == 0
+    assert _run(capsys, *TINY, "--set", "chunk_size=4", "--out", str(out))[0] == 0
     assert _run(capsys, *TINY, "--out", str(out), "--resume")[0] == 0
     assert (out / "metrics.csv").read_text() == before
     # a different run is refused, naming what differs

@@ -301,6 +301,11 @@ MIN_CHAINS_PER_DEVICE = 2
 #: results part, checkpoint and progress update) stays a few percent, short enough for progress.
 CHUNK_SECONDS = 2.0
 
+#: Largest share of a time-sized chunk the host work at its boundary may take: when writing the
+#: results part and checkpoint takes ``h`` seconds, chunks aim at ``max(CHUNK_SECONDS, h /
+#: HOST_SHARE)`` seconds of device work, so a slow disk cannot make the boundaries dominate.
+HOST_SHARE = 0.05
+
 #: Bytes of per-generation metrics one ``advance`` call may return per device; bounds the static
 #: scan length of a time-sized plan (the metrics of a whole chain chunk are small: ~40 bytes per
 #: chain-generation).
@@ -572,18 +577,30 @@ class _ChunkSizer:
     """How many generations the next ``advance`` call runs.
 
     Fixed plans (``chunk_seconds == 0``) always run ``generation_chunk``. Time-sized plans run one
-    generation first, then ``chunk_seconds / (seconds per generation of the last call)``, within
-    ``[1, generation_chunk]``. On a multi-host run process 0's choice is used everywhere (every
-    process must call the same programs).
+    generation first, then ``target / (seconds per generation of the device)`` within
+    ``[1, generation_chunk]``, where ``target = max(chunk_seconds, host / HOST_SHARE)`` and
+    ``host`` is the last boundary's host work (results part, checkpoint, progress).
+
+    The device's rate is measured from dispatch to ready. The host handles the previous call while
+    the device runs, so when the device was already idle once the host work ended (``exact=False``)
+    the wait only bounds its time from above: the next call then runs at least twice as many
+    generations, instead of shrinking chunks to the host's pace. On a multi-host run process 0's
+    choice is used everywhere (every process must call the same programs).
     """
 
     def __init__(self, plan: SweepPlan):
         self.plan = plan
         self.per_generation: float | None = None
+        self.host = 0.0
+        self.at_least = 1
 
-    def record(self, generations: int, seconds: float, init: bool) -> None:
-        if not init:
-            self.per_generation = seconds / max(generations, 1)
+    def record(self, generations: int, seconds: float, init: bool, *, host: float = 0.0,
+               exact: bool = True) -> None:
+        self.host = host
+        if init:
+            return
+        self.per_generation = seconds / max(generations, 1)
+        self.at_least = 1 if exact else 2 * generations
 
     def length(self) -> int:
         plan = self.plan
@@ -592,7 +609,8 @@ class _ChunkSizer:
         if self.per_generation is None:
             n = 1
         else:
-            n = int(plan.chunk_seconds / max(self.per_generation, 1e-9))
+            target = max(plan.chunk_seconds, self.host / HOST_SHARE)
+            n = max(int(target / max(self.per_generation, 1e-9)), self.at_least)
         n = max(1, min(n, plan.generation_chunk))
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
@@ -736,10 +754,15 @@ def run_sweep(
                 g_0, g_1 = _put_replicated((np.int32(g), np.int32(stop)), mesh)
                 state, m = adv_c(state, g_0, g_1, root_data, ids_c, hp_c, args_g)
             # the host handles the previous call's outputs while this one runs
+            host, busy = 0.0, True
             if pending is not None:
+                h0 = time.perf_counter()
                 finish(pending)
+                host = time.perf_counter() - h0
+                busy = not all(x.is_ready() for x in jax.tree.leaves(m))
             jax.block_until_ready(m)
-            sizer.record(stop - g, time.perf_counter() - tick, init=g == 0)
+            sizer.record(stop - g, time.perf_counter() - tick, init=g == 0, host=host,
+                         exact=busy)
             pending = _Call(c, g, stop, real_in_chunk, whole, state, m)
             g = stop
     if pending is not None:

@@ -84,8 +84,21 @@ def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatc
     assert sizer.length() == 1
     fixed = sweep._ChunkSizer(plan._replace(chunk_seconds=0.0, generation_chunk=3))
     assert fixed.length() == 3
-    # end to end on a fake clock where every call takes 0.05 s: one generation, then
-    # CHUNK_SECONDS / 0.05 = 40 generations, capped by the 10 that are left
+    # the device was idle before the host work ended: the wait is only an upper bound, so the
+    # next call runs at least twice as many generations (not the host's pace)
+    sizer.record(1, 1.9, init=False, host=0.05, exact=False)
+    assert sizer.length() == 2
+    sizer.record(2, 1.9, init=False, host=0.05, exact=False)
+    assert sizer.length() == 4
+    sizer.record(2, 1.9, init=False, host=0.05, exact=True)  # measured: 2 s / 0.95 s
+    assert sizer.length() == 2
+    # slow host work (results part + checkpoint) stretches the target to host / HOST_SHARE
+    sizer.record(1, 0.1, init=False, host=0.5, exact=True)
+    assert sizer.length() == min(int(0.5 / sweep.HOST_SHARE / 0.1), 11) == 11
+    sizer.record(1, 1.0, init=False, host=0.25, exact=True)
+    assert sizer.length() == int(0.25 / sweep.HOST_SHARE / 1.0) == 5
+    # end to end on a fake clock where every perf_counter call advances 0.05 s: one generation,
+    # then at least CHUNK_SECONDS / 0.15 = 13 generations, capped by the 10 that are left
     spans = []
     whole = run_sweep(static, root, ids, _hp("gaussian", 4), {}, generation_chunk=11)
     monkeypatch.setattr(sweep, "CHUNK_SECONDS", 2.0)
@@ -94,6 +107,32 @@ def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatc
     r = run_sweep(static, root, ids, _hp("gaussian", 4), {},
                   on_chunk=lambda out: spans.append((out.gen_start, out.gen_stop)))
     assert spans == [(0, 1), (1, 2), (2, 12)]
+    for k in whole.metrics:
+        np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
+
+
+def test_slow_host_work_does_not_shrink_time_sized_chunks(monkeypatch):
+    """A boundary whose host work (parts, checkpoint) outlasts the device's chunk must not pin
+    the chunks to one generation each: before the fix every call measured the host's 0.2 s and
+    ran int(0.25 / 0.2) = 1 generation, i.e. 39 calls for 40 generations."""
+    from collapse_jax import sweep
+
+    static, ids, root = _static(*BITWISE[0][:4], generations=40), np.arange(4), jax.random.key(4)
+    whole = run_sweep(static, root, ids, _hp("gaussian", 4), {}, generation_chunk=39)
+    monkeypatch.setattr(sweep, "CHUNK_SECONDS", 0.25)
+    spans = []
+
+    def slow_boundary(out):
+        spans.append((out.gen_start, out.gen_stop))
+        time.sleep(0.2)
+
+    r = run_sweep(static, root, ids, _hp("gaussian", 4), {}, on_chunk=slow_boundary)
+    starts = [a for a, _ in spans]
+    assert starts == sorted(starts) and spans[-1][1] == 40
+    assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))
+    # 1 (init), 1, then growing chunks (at least doubling while the device idles, and aiming at
+    # 0.2 s / HOST_SHARE = 4 s of work): a handful of calls, not ~40
+    assert len(spans) <= 8, spans
     for k in whole.metrics:
         np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
 

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from collapse_jax import linalg as L
+
 #: Relative eigenvalue floor: eigenvalues below ``EIG_FLOOR * max(trace/d, tiny)`` count as zero.
 EIG_FLOOR = 1e-12
 
@@ -22,7 +24,7 @@ def psd_sqrt(cov: Float[Array, "d d"]) -> Float[Array, "d d"]:
     >>> psd_sqrt(jnp.diag(jnp.array([4.0, 0.0]))).tolist()
     [[2.0, 0.0], [0.0, 0.0]]
     """
-    evals, evecs = jnp.linalg.eigh(cov)
+    evals, evecs = L.eigh(cov)
     return (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :]) @ evecs.T
 
 
@@ -98,7 +100,7 @@ def pivoted_cholesky(s: Float[Array, "d d"]) -> tuple[Float[Array, "d d"], Float
 
 def floored_eigvalsh(cov: Float[Array, "d d"]) -> Float[Array, " d"]:
     """Eigenvalues of a symmetric matrix, floored at a tiny positive value (finite logs)."""
-    evals = jnp.linalg.eigvalsh(cov)
+    evals = L.eigvalsh(cov)
     floor = jnp.finfo(cov.dtype).tiny
     return jnp.maximum(evals, floor)
 
@@ -116,7 +118,7 @@ def gaussian_w2(
     4.0
     """
     s2 = psd_sqrt(cov2)
-    cross = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(s2 @ cov1 @ s2), 0.0)))
+    cross = jnp.sum(jnp.sqrt(jnp.maximum(L.eigvalsh(s2 @ cov1 @ s2), 0.0)))
     w2sq = jnp.sum((mu1 - mu2) ** 2) + jnp.trace(cov1) + jnp.trace(cov2) - 2.0 * cross
     return jnp.sqrt(jnp.maximum(w2sq, 0.0))
 
@@ -139,7 +141,7 @@ def gaussian_w2_roots(
     True
     """
     m = root2.T @ root1
-    cross = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(m.T @ m), 0.0)))
+    cross = jnp.sum(jnp.sqrt(jnp.maximum(L.eigvalsh(m.T @ m), 0.0)))
     w2sq = (jnp.sum((mu1 - mu2) ** 2) + jnp.sum(root1**2) + jnp.sum(root2**2) - 2.0 * cross)
     return jnp.sqrt(jnp.maximum(w2sq, 0.0))
 
@@ -156,7 +158,7 @@ def gaussian_nll(
     d = mu.shape[0]
     scale = jnp.maximum(jnp.trace(cov) / d, jnp.finfo(cov.dtype).tiny)
     c = cov + (ridge * scale + floor) * jnp.eye(d, dtype=cov.dtype)
-    chol = jnp.linalg.cholesky(c)
+    chol = L.cholesky(c)
     z = jax.scipy.linalg.solve_triangular(chol, (x - mu[None, :]).T, lower=True)
     maha = jnp.sum(z**2, axis=0)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from collapse_jax import linalg as L
 from collapse_jax import metrics as M
 from collapse_jax import rng
 from collapse_jax.config import (
@@ -369,7 +370,7 @@ def statistics(x: Float[Array, "m d"]) -> dict[str, Array]:
     """
     m, d = x.shape
     mean = jnp.mean(x, axis=0)
-    r = jnp.linalg.qr(x - mean[None, :], mode="r")  # [min(m, d), d], r^T r = scatter
+    r = L.qr_r(x - mean[None, :])  # [min(m, d), d], r^T r = scatter
     factor = jnp.zeros((d, d), x.dtype).at[:, : r.shape[0]].set(r.T)
     count = jnp.full((1,), m, x.dtype)
     return {"count": count, "real": count, "mean": mean[None], "factor": factor[None]}
@@ -452,7 +453,7 @@ def _moment_nll(mean, cov, trace, truth):
     eye = jnp.eye(d, dtype=dt)
     ridged = cov + (1e-6 * jnp.maximum(trace / d, tiny)
                     + COLLAPSE_FLOOR * jnp.trace(truth["cov"]) / d) * eye
-    chol = jnp.linalg.cholesky(ridged)
+    chol = L.cholesky(ridged)
     inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # chol^-1
     delta = truth["test_mean"] - mean
     second = truth["test_cov"] + delta[:, None] * delta[None, :]

@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from collapse_jax import linalg as L
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.pool import masked_cov, origin_weights
@@ -105,7 +106,7 @@ def component_logpdf(
 ) -> Float[Array, "m k"]:
     """``log N(x_i; mu_k, Sigma_k)`` for every point and component (Cholesky)."""
     d = x.shape[1]
-    chol = jnp.linalg.cholesky(covs)  # [k, d, d]
+    chol = L.cholesky(covs)  # [k, d, d]
     eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), covs.shape)
     inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # L^-1, [k, d, d]
     # |L^-1 (x - mu)|^2 with the mean folded in: one [m, d] x [d, k d] matmul, no [k, m, d] temp
@@ -254,7 +255,7 @@ def make_gmm(static: StaticConfig) -> GenerativeModel:
         del real
         k_c, k_z = jax.random.split(key)
         c = jax.random.categorical(k_c, _log_weights(params["weights"]), shape=(num,))
-        chol = jnp.linalg.cholesky(params["covs"])  # [k, d, d]
+        chol = L.cholesky(params["covs"])  # [k, d, d]
         z = jax.random.normal(k_z, (num, d), jnp.float32)
         noise = jnp.einsum("nij,nj->ni", chol[c], z)
         return params["means"][c] + jnp.sqrt(hparams["scale"]) * noise

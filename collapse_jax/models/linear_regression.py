@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from collapse_jax import linalg as L
 from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig, declare_float64
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.types import RealData
@@ -93,7 +94,7 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
         x, y, w = pool.data["x"], pool.data["y"], pool.valid.astype(dt)
         gram = (x * w[:, None]).T @ x
         rhs = (x * w[:, None]).T @ y
-        evals, evecs = jnp.linalg.eigh(gram)
+        evals, evecs = L.eigh(gram)
         keep = evals > jnp.finfo(dt).eps * d * jnp.max(evals)
         inv = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
         return {"w": evecs @ (inv * (evecs.T @ rhs)), "rank": jnp.sum(keep, dtype=jnp.int32)}

@@ -1,12 +1,12 @@
 """LAPACK-backed linear algebra that cannot hang a multi-device CPU sweep.
 
-jaxlib 0.10.2's CPU LAPACK kernels (Cholesky, QR, eigh, ...) split a *batched* call into pieces
-on XLA's intra-op thread pool and block until the pieces are done. A sharded sweep on several CPU
-devices (``XLA_FLAGS=--xla_force_host_platform_device_count=K``) runs one such call per device at
-the same time; once every pool thread (one per core) is blocked in one, nobody is left to run
-the pieces and the process hangs with all threads idle. ``benchmarks/bench_scale.py`` found it:
-256 Gaussian chains on 2 fake devices on 2 cores hung in the QR of the first generation, every
-time. (Later jaxlib releases compile that parallel path out.)
+jaxlib 0.10.2's CPU LAPACK kernels (Cholesky, QR, eigh, triangular solve, ...) split a *batched*
+call into pieces on XLA's intra-op thread pool and block until the pieces are done. A sharded sweep
+on several CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=K``) runs one such call
+per device at the same time; once every pool thread (one per core) is blocked in one, nobody is
+left to run the pieces and the process hangs with all threads idle. ``benchmarks/bench_scale.py``
+found it: 256 Gaussian chains on 2 fake devices on 2 cores hung in the QR of the first generation,
+every time, and 4,096 chains in a triangular solve. (Later jaxlib releases compile that path out.)
 
 The same happens on ONE device when a program runs two independent LAPACK calls at once (the
 thunk executor puts each on a pool thread): the random hangs that ``collapse_jax/_xla.py``'s
@@ -19,8 +19,7 @@ through the same LAPACK routine, and every CPU program (1 or K devices) has the 
 chain's numbers do not depend on the device count (``tests/test_scale.py``). The cost on this
 2-core machine: ~10% of a 4,096-chain Gaussian sweep (4.31 s -> 4.81 s fast path, 9.89 s ->
 10.68 s sample path; ``PER_MATRIX`` forces either way). On GPU and TPU they are the plain
-batched calls. Triangular solves need no wrapper: JAX lowers a batched one on CPU to XLA's own
-``TriangularSolve`` (no LAPACK), and wrapping it would change its bits (LAPACK ``trsm``).
+batched calls.
 
 >>> import jax, jax.numpy as jnp
 >>> a = jnp.array([[4.0, 2.0], [2.0, 3.0]])
@@ -89,6 +88,9 @@ _cholesky = _one_at_a_time(jnp.linalg.cholesky, (2,))
 _eigh = _one_at_a_time(jnp.linalg.eigh, (2,))
 _eigvalsh = _one_at_a_time(jnp.linalg.eigvalsh, (2,))
 _qr_r = _one_at_a_time(lambda x: jnp.linalg.qr(x, mode="r"), (2,))
+_trsm = {lower: _one_at_a_time(
+    lambda a, b, lower=lower: jax.scipy.linalg.solve_triangular(a, b, lower=lower), (2, 2))
+    for lower in (True, False)}
 
 
 def cholesky(a: jax.Array) -> jax.Array:
@@ -109,3 +111,9 @@ def eigvalsh(a: jax.Array) -> jax.Array:
 def qr_r(a: jax.Array) -> jax.Array:
     """The ``R`` of ``jnp.linalg.qr(a, mode="r")``: ``[min(m, n), n]``, ``R^T R = a^T a``."""
     return _qr_r(a)
+
+
+def solve_triangular(a: jax.Array, b: jax.Array, *, lower: bool) -> jax.Array:
+    """``jax.scipy.linalg.solve_triangular(a, b, lower=lower)`` for matrix right sides ``b``
+    (``[..., m, k]``; leading axes broadcast)."""
+    return _trsm[bool(lower)](a, b)

@@ -159,7 +159,7 @@ def gaussian_nll(
     scale = jnp.maximum(jnp.trace(cov) / d, jnp.finfo(cov.dtype).tiny)
     c = cov + (ridge * scale + floor) * jnp.eye(d, dtype=cov.dtype)
     chol = L.cholesky(c)
-    z = jax.scipy.linalg.solve_triangular(chol, (x - mu[None, :]).T, lower=True)
+    z = L.solve_triangular(chol, (x - mu[None, :]).T, lower=True)
     maha = jnp.sum(z**2, axis=0)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     return 0.5 * jnp.mean(maha) + 0.5 * logdet + 0.5 * d * jnp.log(2.0 * jnp.pi)

@@ -32,6 +32,8 @@ CASES = {
     "eigh": lambda a, b: L.eigh(a),
     "eigvalsh": lambda a, b: L.eigvalsh(a),
     "qr_r": lambda a, b: L.qr_r(b),
+    "solve_lower": lambda a, b: L.solve_triangular(jnp.tril(a), b[..., :4, :], lower=True),
+    "solve_upper": lambda a, b: L.solve_triangular(jnp.triu(a), b[..., 2:, :], lower=False),
 }
 
 
@@ -63,17 +65,19 @@ def test_per_matrix_by_default_on_cpu(force):
 
 
 def test_two_fake_cpu_devices_do_not_hang_in_batched_lapack(tmp_path):
-    """256 Gaussian chains on 2 fake devices: before collapse_jax.linalg, the first generation's
-    batched QR (one per device, at once) blocked both pool threads of the 2 cores forever."""
+    """Gaussian chains on 2 fake devices: before collapse_jax.linalg, 256 chains hung in the first
+    generation's batched QR (one per device, at once, blocking both pool threads of the 2 cores
+    forever), and 4,096 chains in the batched triangular solve of the nll."""
     script = textwrap.dedent("""
         import collapse_jax as cj, jax, numpy as np
         from collapse_jax.sweep import run_sweep
         assert jax.device_count() == 2
         static = cj.StaticConfig(model="gaussian", regime="accumulate", n0=100, n=100, d=10,
                                  generations=3, n_test=100)
-        hp = {"sigma": np.ones(256, np.float32), "scale": np.ones(256, np.float32)}
-        r = run_sweep(static, jax.random.key(0), np.arange(256), hp, {}, chunk_size=256)
-        assert np.isfinite(r.metrics["trace_ratio"]).all()
+        for c in (256, 4096):
+            hp = {"sigma": np.ones(c, np.float32), "scale": np.ones(c, np.float32)}
+            r = run_sweep(static, jax.random.key(0), np.arange(c), hp, {}, chunk_size=c)
+            assert np.isfinite(r.metrics["trace_ratio"]).all()
         print("ok")
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",

@@ -454,7 +454,7 @@ def _moment_nll(mean, cov, trace, truth):
     ridged = cov + (1e-6 * jnp.maximum(trace / d, tiny)
                     + COLLAPSE_FLOOR * jnp.trace(truth["cov"]) / d) * eye
     chol = L.cholesky(ridged)
-    inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # chol^-1
+    inv = L.solve_triangular(chol, eye, lower=True)  # chol^-1
     delta = truth["test_mean"] - mean
     second = truth["test_cov"] + delta[:, None] * delta[None, :]
     maha = jnp.sum((inv @ second) * inv)

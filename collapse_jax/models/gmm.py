@@ -108,7 +108,7 @@ def component_logpdf(
     d = x.shape[1]
     chol = L.cholesky(covs)  # [k, d, d]
     eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), covs.shape)
-    inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # L^-1, [k, d, d]
+    inv_chol = L.solve_triangular(chol, eye, lower=True)  # L^-1, [k, d, d]
     # |L^-1 (x - mu)|^2 with the mean folded in: one [m, d] x [d, k d] matmul, no [k, m, d] temp
     z = (x @ inv_chol.reshape(-1, d).T).reshape(x.shape[0], -1, d)  # [m, k, d]
     z = z - jnp.einsum("kij,kj->ki", inv_chol, means)[None, :, :]

@@ -297,9 +297,12 @@ def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0, *,
 MIN_CHAINS_PER_DEVICE = 2
 
 #: Seconds of work a time-sized generation chunk aims at (``plan_sweep(generation_chunk=None)``):
-#: long enough that a chunk boundary's fixed cost (tens of milliseconds for the metrics fetch,
-#: results part, checkpoint and progress update) stays a few percent, short enough for progress.
-CHUNK_SECONDS = 2.0
+#: long enough that a chunk boundary's fixed cost stays a few percent, short enough for progress.
+#: A boundary costs more than the host's share (metrics fetch, results part, checkpoint): every
+#: ``advance`` call also moves the chain state in and out of its loop, measured at ~80-125 ms per
+#: call for 256 accumulate chains with 10,000-row pools (100 MB of state) on 2 cores, i.e. 4-6%
+#: of a 2 s chunk; 5 s chunks keep it near 2% (benchmarks/bench_scale.py --only overhead).
+CHUNK_SECONDS = 5.0
 
 #: Largest share of a time-sized chunk the host work at its boundary may take: when writing the
 #: results part and checkpoint takes ``h`` seconds, chunks aim at ``max(CHUNK_SECONDS, h /

@@ -86,6 +86,7 @@ def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatc
     assert fixed.length() == 3
     # the device was idle before the host work ended: the wait is only an upper bound, so the
     # next call runs at least twice as many generations (not the host's pace)
+    sizer = sweep._ChunkSizer(plan._replace(chunk_seconds=2.0))
     sizer.record(1, 1.9, init=False, host=0.05, exact=False)
     assert sizer.length() == 2
     sizer.record(2, 1.9, init=False, host=0.05, exact=False)

@@ -158,10 +158,12 @@ def em_step(x, w, params, diagonal: bool = False):
     mass = jnp.sum(resp, axis=0)  # [k]
     total = jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
     alive = mass > MIN_MASS * total
-    safe = jnp.where(alive, mass, 1.0)
-    means = (resp.T @ x) / safe[:, None]
+    # multiply by one reciprocal (not two divisions by the same denominator): XLA rewrites
+    # a / broadcast(b) differently on 1 and N devices (see pool.safe_reciprocal)
+    inv = 1.0 / jnp.where(alive, mass, 1.0)
+    means = (resp.T @ x) * inv[:, None]
     diff = x[None, :, :] - means[:, None, :]  # [k, m, d] (centred: no cancellation)
-    covs = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff) / safe[:, None, None]
+    covs = jnp.matmul(jnp.swapaxes(resp.T[:, :, None] * diff, 1, 2), diff) * inv[:, None, None]
     if diagonal:
         covs = covs * jnp.eye(d, dtype=x.dtype)[None, :, :]
     covs = regularize(covs)

@@ -67,8 +67,9 @@ def pivoted_cholesky(s: Float[Array, "d d"]) -> tuple[Float[Array, "d d"], Float
     ``s`` in float32 (an unpivoted Cholesky is not: ``psd_cholesky`` loses up to 1e-3 of ``s``
     on a rank-deficient scatter; tests/test_gaussian_sampling.py). The pivots are left as
     computed (rounding noise, possibly <= 0, past the rank), like the eigenvalues of ``eigvalsh``:
-    ``sum(log(max(pivots, tiny)))`` is ``log det s`` with the same floor. Used to sample
-    N(mu, s) as ``mu + R z`` and for ``log det s``, without an eigendecomposition.
+    ``sum(log(max(pivots, tiny)))`` is ``log det s`` with the same floor. A root to sample
+    N(mu, s) as ``mu + R z`` and ``log det s`` without an eigendecomposition, when only ``s`` is
+    at hand (from points, ``pool.masked_root`` is more accurate: ``s`` squares their condition).
 
     >>> import jax.numpy as jnp
     >>> r, piv = pivoted_cholesky(jnp.array([[1.0, 2.0], [2.0, 4.0]]))  # rank 1

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from collapse_jax import linalg
 from collapse_jax.config import StaticConfig
 from collapse_jax.types import Data, Hparams, PRNGKey
 
@@ -285,6 +286,32 @@ def masked_cov(
     xc = x - mu[None, :]
     scatter = (xc * w[:, None]).T @ xc
     return mu, scatter * safe_reciprocal(jnp.sum(w) - ddof)
+
+
+def masked_root(
+    x: Float[Array, "capacity d"], w: Float[Array, " capacity"], ddof: int = 0
+) -> tuple[Float[Array, " d"], Float[Array, "d d"]]:
+    """Mask-weighted mean and a lower-triangular root ``R`` of ``masked_cov``'s covariance.
+
+    ``R R^T = cov``, from a QR of the centred rows scaled by ``sqrt(w)`` (``linalg.qr_r``), not a
+    factorisation of the scatter: the scatter squares the condition number, so in float32 a
+    covariance whose eigenvalues span more than ~1e6 loses its smallest directions (a Cholesky of
+    it has nothing left to factor), while the QR keeps them to a few ulps of the rows. Fewer rows
+    than dimensions (a singular covariance) give zero columns. The diagonal of ``R`` may be
+    negative; ``log det cov = sum(log(diag(R)^2))``.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.array([[0., 0.], [2., 2.], [99., 99.]])
+    >>> mu, r = masked_root(x, jnp.array([1., 1., 0.]))
+    >>> mu.tolist(), [[round(abs(v), 6) for v in row] for row in (r @ r.T).tolist()]
+    ([1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]])
+    """
+    capacity, d = x.shape
+    mu = masked_mean(x, w)
+    xc = (x - mu[None, :]) * jnp.sqrt(w)[:, None]
+    r = linalg.qr_r(xc)  # [min(capacity, d), d], r^T r = scatter
+    root = jnp.zeros((d, d), x.dtype).at[:, : r.shape[0]].set(r.T)
+    return mu, root * jnp.sqrt(safe_reciprocal(jnp.sum(w) - ddof))
 
 
 def pool_metrics(view: Pool) -> dict[str, Array]:

@@ -2,17 +2,17 @@
 
 Real data: ``n0`` i.i.d. N(0, sigma^2 I_d). Fit: mean and MLE covariance (divide by the pool
 size; option ``unbiased`` divides by size - 1). Sampling: ``mu + sqrt(scale) * R z`` with ``R`` the
-root of the fitted covariance from a pivoted Cholesky (``metrics.pivoted_cholesky``, computed by
-the fit), so it works when the pool has n <= d points and the covariance is singular (as exact
-as the eigh square root it replaced, without an eigendecomposition). ``scale`` < 1 is the
-variance shrink of biased sampling (MAD's lambda, Alemohammad et al.).
+lower-triangular root of the fitted covariance from a QR of the centred points
+(``pool.masked_root``, computed by the fit), so it works when the pool has n <= d points and the
+covariance is singular, and keeps the smallest directions of an ill-conditioned one (a root of
+the float32 scatter loses them once the eigenvalues span ~1e6, which the replace chain reaches).
+``scale`` < 1 is the variance shrink of biased sampling (MAD's lambda, Alemohammad et al.).
 
 Metrics (generation g, against the true distribution):
     trace_ratio: tr(Sigma_g) / tr(Sigma_true).
-    logdet_ratio: log det Sigma_g - log det Sigma_true (the sum of the logs of the pivoted
-        Cholesky's pivots, or of the squared diagonal of the fast path's triangular root, each
-        floored at float tiny, so a singular or collapsed covariance gives a large negative but
-        finite value).
+    logdet_ratio: log det Sigma_g - log det Sigma_true (the sum of the logs of the squared
+        diagonal of the triangular root, each floored at float tiny, so a singular or collapsed
+        covariance gives a large negative but finite value).
     mean_error: |mu_g - mu_true|^2.
     w2: 2-Wasserstein distance from N(mu_g, Sigma_g) to the true distribution.
     nll: mean negative log-likelihood of held-out real points (relative ridge 1e-6, plus a
@@ -75,7 +75,7 @@ from collapse_jax.config import (
     declare_float64,
 )
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.pool import Pool, Regime, masked_cov
+from collapse_jax.pool import Pool, Regime, masked_root
 from collapse_jax.types import PRNGKey, RealData
 
 #: Trace ratio at or below which a chain counts as collapsed (and the nll variance floor).
@@ -152,10 +152,9 @@ def make_gaussian(static: StaticConfig) -> GenerativeModel:
 
     def fit(key, pool, params, hparams):
         del key, params, hparams
-        mean, cov = masked_cov(pool.data, pool.valid.astype(dt), ddof=ddof)
-        root, pivots = M.pivoted_cholesky(cov)
-        logdet = jnp.sum(jnp.log(jnp.maximum(pivots, jnp.finfo(dt).tiny)))
-        return {"mean": mean, "cov": cov, "root": root, "logdet": logdet}
+        mean, root = masked_root(pool.data, pool.valid.astype(dt), ddof=ddof)
+        logdet = jnp.sum(jnp.log(jnp.maximum(jnp.diagonal(root) ** 2, jnp.finfo(dt).tiny)))
+        return {"mean": mean, "cov": root @ root.T, "root": root, "logdet": logdet}
 
     def sample(key, params, real, hparams, num):
         del real

@@ -28,13 +28,15 @@ def psd_sqrt(cov: Float[Array, "d d"]) -> Float[Array, "d d"]:
     return (evecs * jnp.sqrt(jnp.maximum(evals, 0.0))[None, :]) @ evecs.T
 
 
-def psd_cholesky(s: Float[Array, "d d"]) -> Float[Array, "d d"]:
+def psd_cholesky(s: Float[Array, "d d"], rtol: float | None = None) -> Float[Array, "d d"]:
     """Lower-triangular ``L`` with ``L L^T = s`` for a symmetric PSD ``s``, singular allowed.
 
     Column Cholesky in plain ``jnp`` (a ``fori_loop`` over the d columns: under ``vmap`` one
-    batched program, no per-matrix LAPACK call). A pivot at or below ``d * eps * max(diag(s))``
-    counts as zero and its column is set to 0, so a rank-deficient ``s`` (a scatter of n <= d
-    points, a collapsed covariance) gives a finite factor of the same rank instead of NaN.
+    batched program, no per-matrix LAPACK call). A pivot at or below ``rtol * max(diag(s))``
+    (``rtol`` defaults to ``d * eps``) counts as zero and its column is set to 0, so a
+    rank-deficient ``s`` (a scatter of n <= d points, a collapsed covariance) gives a finite
+    factor of the same rank instead of NaN. ``rtol=0`` is the plain Cholesky of a positive
+    definite ``s`` (LAPACK ``potrf``'s arithmetic, without its per-matrix call).
 
     >>> import jax.numpy as jnp
     >>> psd_cholesky(jnp.array([[4.0, 2.0], [2.0, 1.0]])).tolist()  # rank 1
@@ -42,7 +44,8 @@ def psd_cholesky(s: Float[Array, "d d"]) -> Float[Array, "d d"]:
     """
     d = s.shape[-1]
     diag = jnp.diagonal(s)
-    tol = d * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.max(diag), jnp.finfo(s.dtype).tiny)
+    rtol = d * jnp.finfo(s.dtype).eps if rtol is None else rtol
+    tol = rtol * jnp.maximum(jnp.max(diag), jnp.finfo(s.dtype).tiny)
     rows = jnp.arange(d)
 
     def column(j, chol):
@@ -53,6 +56,25 @@ def psd_cholesky(s: Float[Array, "d d"]) -> Float[Array, "d d"]:
         return chol.at[:, j].set(jnp.where(rows >= j, col * inv, 0.0))
 
     return jax.lax.fori_loop(0, d, column, jnp.zeros_like(s))
+
+
+def lower_inverse(chol: Float[Array, "d d"]) -> Float[Array, "d d"]:
+    """Inverse of a lower-triangular matrix with a nonzero diagonal, in plain ``jnp``.
+
+    Forward substitution row by row (a ``fori_loop`` over the d rows: under ``vmap`` one batched
+    program, where ``linalg.solve_triangular`` makes one LAPACK call per matrix on CPU).
+
+    >>> import jax.numpy as jnp
+    >>> lower_inverse(jnp.array([[2.0, 0.0], [1.0, 4.0]])).tolist()
+    [[0.5, 0.0], [-0.125, 0.25]]
+    """
+    d = chol.shape[-1]
+    eye = jnp.eye(d, dtype=chol.dtype)
+
+    def row(i, inv):  # rows >= i of inv are still 0, so chol[i] @ inv skips the diagonal
+        return inv.at[i].set((eye[i] - chol[i] @ inv) / chol[i, i])
+
+    return jax.lax.fori_loop(0, d, row, jnp.zeros_like(chol))
 
 
 def pivoted_cholesky(s: Float[Array, "d d"]) -> tuple[Float[Array, "d d"], Float[Array, " d"]]:

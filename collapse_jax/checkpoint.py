@@ -53,6 +53,12 @@ ORDER_COLUMNS = ("_group", "_chain")
 
 _PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.npz$")
 
+#: Largest share of the run's time state checkpoints may take: after a state save that took
+#: ``s`` seconds to commit (measured), the next one waits at least ``s / CHECKPOINT_SHARE``
+#: (and at least ``checkpoint_seconds``). A 2 GB pool (5,000 accumulate chains, n = 100) takes
+#: ~10 s to write on this machine's disk: every 100 s, not every 30 s.
+CHECKPOINT_SHARE = 0.1
+
 
 class CheckpointWarning(UserWarning):
     """A checkpoint could not be used (corrupt or unreadable); an earlier one is used instead."""
@@ -144,6 +150,8 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.keep = keep
         self._mngr = None
+        self._state_started: float | None = None  # the state save not yet seen committed
+        self.state_seconds: float | None = None  # how long the last committed one took
         self._open()
 
     def _open(self) -> None:
@@ -172,7 +180,18 @@ class Checkpointer:
         if state is not None:
             items["record"] = ocp.args.JsonSave({**record, "checksum": state_checksum(state)})
             items["state"] = ocp.args.StandardSave(state)
+        started = time.monotonic()
         self._mngr.save(step, args=ocp.args.Composite(**items))
+        if state is not None:
+            self._state_started = started
+
+    def state_save_seconds(self) -> float | None:
+        """Seconds the last state save took from the call to its commit, once it has committed
+        (checked at each call: an upper bound by the time between calls); None before."""
+        if self._state_started is not None and not self._mngr.is_saving_in_progress():
+            self.state_seconds = time.monotonic() - self._state_started
+            self._state_started = None
+        return self.state_seconds
 
     def restore_latest(
         self, target: Callable[[dict[str, Any]], PyTree | None]
@@ -279,8 +298,11 @@ class RunStore:
         keep: checkpoints kept.
         resume: continue from the latest checkpoint; False clears ``parts/`` and
             ``checkpoints/`` first.
-        every_seconds: minimum seconds between checkpoints (0: at every generation chunk). Parts
-            are written at every chunk regardless; the final position is always checkpointed.
+        every_seconds: minimum seconds between checkpoints (0: at every generation chunk). When
+            > 0, also at least ``1 / CHECKPOINT_SHARE`` times the last state save's measured
+            duration, so writing a large state cannot take more than about that share of the
+            run. Parts are written at every chunk regardless; the final position is always
+            checkpointed.
     """
 
     def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], keep: int = 3,
@@ -349,7 +371,10 @@ class RunStore:
                   "generation": gen_stop, "plan": plan}
         self._pending = record
         # the same decision on every process (process 0's clock), so collective saves match
-        due = time.monotonic() - self._last_save >= self.every_seconds
+        interval = self.every_seconds
+        if interval > 0:
+            interval = max(interval, (self.ckpt.state_save_seconds() or 0.0) / CHECKPOINT_SHARE)
+        due = time.monotonic() - self._last_save >= interval
         if self.nproc > 1:
             due = _all_agree_first(due)
         if due:

@@ -115,7 +115,10 @@ class Experiment:
             change the results.
         keep_checkpoints: checkpoints kept in the output directory (the last k).
         checkpoint_seconds: minimum seconds between two checkpoints (taken at generation-chunk
-            boundaries; 0 = at every boundary). A killed run loses at most about this much work.
+            boundaries; 0 = at every boundary). When > 0 the interval also grows to 10 times the
+            measured duration of the last state save (``checkpoint.CHECKPOINT_SHARE``), so a
+            large state costs at most ~10% of the run. A killed run loses at most about one
+            interval of work.
         description: free text, copied into ``config.json``.
         x64: run in float64 (``jax_enable_x64`` is enabled for this run only); for the
             closed-form settings, where float32 rounding would blur the comparison.

@@ -77,3 +77,68 @@ def test_cli_run_failure_exit_1_keeps_finished_groups(tmp_path, monkeypatch, cap
     assert len(table) == 2 * 3 and set(table["n"]) == {6}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and summary["error"].startswith("Boom: simulated")
+
+
+class _FakeCheckpointer:
+    """Records saves; reports a fixed state-save duration once a state has been saved."""
+
+    def __init__(self, seconds):
+        self.seconds, self.saved = seconds, []
+
+    def save(self, step, state, record):
+        self.saved.append((step, state is not None))
+
+    def state_save_seconds(self):
+        return self.seconds if any(s for _, s in self.saved) else None
+
+    def wait(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("every, expect", [
+    (30.0, [31.0, 132.0]),  # after a 10 s save: every max(30, 10 / 0.1) = 100 s
+    (0.0, [31.0, 62.0, 93.0, 132.0, 140.0]),  # 0: every boundary, whatever it costs
+])
+def test_checkpoint_interval_grows_with_the_measured_save_time(tmp_path, monkeypatch, every,
+                                                                expect):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from collapse_jax import checkpoint as ck
+
+    now = [0.0]
+    monkeypatch.setattr(ck, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    store = ck.RunStore(tmp_path, {"x": 1}, every_seconds=every)
+    store.ckpt.close()
+    store.ckpt = fake = _FakeCheckpointer(10.0)
+    saved_at = []
+    for t in (31.0, 62.0, 93.0, 132.0, 140.0):
+        now[0] = t
+        before = len(fake.saved)
+        store.chunk_done(0, {"v": np.zeros(2)}, 0, int(t), int(t) + 1, 1000, {"s": 1},
+                         {"generations": 1000})
+        if len(fake.saved) > before:
+            saved_at.append(t)
+    assert saved_at == expect
+    assert all(state for _, state in fake.saved)
+
+
+def test_checkpointer_measures_a_state_save(tmp_path):
+    import jax.numpy as jnp
+
+    from collapse_jax import checkpoint as ck
+
+    c = ck.Checkpointer(tmp_path / "c")
+    assert c.state_save_seconds() is None
+    c.save(0, None, {"a": 1})  # a record only: not a state save
+    c.wait()
+    assert c.state_save_seconds() is None
+    c.save(1, {"x": jnp.ones((64, 64))}, {"a": 1})
+    c.wait()
+    first = c.state_save_seconds()
+    assert first is not None and first > 0
+    c.close()

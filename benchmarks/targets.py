@@ -101,7 +101,8 @@ def big(f: dict, chains: int, total: int, chunk: int, generations: int = 100,
     scale = total / chains
     fl = floors.gaussian_floor(f, 100, 10, 100, total, generations)
     normals_floor = total * 10 * (100 + 200 + (generations - 1) * 100) / f["normals_per_s"]
-    return {"chains_run": chains, "chains": total, "metrics": ",".join(metrics) or "all", "compile_s": res.compile_seconds,
+    return {"chains_run": chains, "chains": total, "metrics": ",".join(metrics) or "all",
+            "compile_s": res.compile_seconds,
             "run_s_measured": res.run_seconds, "run_s": res.run_seconds * scale,
             "floor_normals_s": normals_floor, "floor_roofline_s": fl["seconds"],
             "ratio_to_floor": res.run_seconds * scale / max(normals_floor, fl["seconds"]),

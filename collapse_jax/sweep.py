@@ -274,20 +274,62 @@ def _generation_shapes(static: StaticConfig, args: PyTree) -> tuple[Any, Any, An
     return jax.eval_shape(one, jax.random.key(0), _hparam_shapes(static), args)
 
 
+def _nbytes(aval: Any) -> int:
+    """Bytes of an abstract array (0 for a PRNG key or anything without a plain dtype)."""
+    try:
+        return math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _largest_array(jaxpr: Any) -> int:
+    """Bytes of the largest array any equation of ``jaxpr`` (or of its sub-jaxprs: loop bodies,
+    ``custom_vmap`` rules, ...) produces."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        best = max([best, *(_nbytes(v.aval) for v in eqn.outvars)])
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    best = max(best, _largest_array(inner))
+    return best
+
+
+def _largest_temporary(static: StaticConfig, args: PyTree, shapes: Any) -> int:
+    """Bytes of the largest intermediate array of one chain's generation 0 or later generation
+    (traced with ``jax.make_jaxpr``, nothing compiled), e.g. the KDE's ``[n_test, capacity]``
+    kernel matrix."""
+    chain = make_chain(static)
+    state, _, real = shapes
+    hp, key = _hparam_shapes(static), jax.random.key(0)
+
+    def first(k, h, a):
+        return C.init(chain, k, h, C.draw_real(chain, k, h, a))
+
+    def later(s, k, h, r, a):
+        return C.step(chain, s, jnp.int32(1), k, h, r, a)
+
+    return max(_largest_array(jax.make_jaxpr(first)(key, hp, args).jaxpr),
+               _largest_array(jax.make_jaxpr(later)(state, key, hp, real, args).jaxpr))
+
+
 def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0, *,
                     shapes: Any = None) -> int:
     """Estimated device bytes one chain needs inside a vmapped batch.
 
-    The chain state (pool and parameters), its real data (train, test, truth) and one
-    generation's metrics come from ``jax.eval_shape``; ``factor`` covers the temporaries of one
-    generation (sample block, pool update, fit). ``run_sweep`` checks the estimate against the
-    compiled program's ``memory_analysis()`` where the backend reports temporaries (GPU, TPU).
-    ``shapes``: a precomputed ``_generation_shapes(static, args)``.
+    ``factor`` times what the chain keeps (its state: pool and parameters; its real data: train,
+    test, truth; one generation's metrics; from ``jax.eval_shape``), for a generation's
+    temporaries of the same size (sample block, pool update, fit), plus the largest intermediate
+    array of a generation (``_largest_temporary``), which can dwarf the state (the KDE's
+    test-by-pool kernel matrix: 40 KB per chain at n = n_test = 100, against 4 KB of state).
+    ``run_sweep`` checks the estimate against the compiled program's ``memory_analysis()`` where
+    the backend reports temporaries (GPU, TPU). ``shapes``: a precomputed
+    ``_generation_shapes(static, args)``.
     """
     shapes = _generation_shapes(static, args) if shapes is None else shapes
-    leaves = jax.tree.leaves(shapes)
-    nbytes = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
-    return int(factor * nbytes)
+    nbytes = sum(_nbytes(x) for x in jax.tree.leaves(shapes))
+    return int(factor * nbytes) + _largest_temporary(static, args, shapes)
 
 
 #: Fewest chains per device a plan uses (padding with copies) unless memory or an explicit

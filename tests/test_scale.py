@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,6 +137,27 @@ def test_slow_host_work_does_not_shrink_time_sized_chunks(monkeypatch):
     assert len(spans) <= 8, spans
     for k in whole.metrics:
         np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
+
+
+def test_memory_estimate_counts_the_largest_temporary():
+    """The KDE's test-by-pool kernel matrix (n_test x capacity float32) is far larger than its
+    state; the estimate adds it (it used to count 4x the state only: ~16 KB per chain where
+    ~46 KB were measured at n = n_test = 100), and it finds arrays inside loop bodies."""
+    from collapse_jax import sweep as S
+
+    static = cj.StaticConfig(model="kde", regime="replace", n0=100, n=100, d=2, generations=3,
+                             n_test=300)
+    shapes = S._generation_shapes(static, {})
+    kept = sum(S._nbytes(x) for x in jax.tree.leaves(shapes))
+    assert kept < 300 * 100 * 4 / 4
+    assert S._largest_temporary(static, {}, shapes) >= 300 * 100 * 4
+    assert S.bytes_per_chain(static, {}) >= 4 * kept + 300 * 100 * 4
+
+    def scanned(x):  # a [500, 500] intermediate only inside the scan body
+        return jax.lax.scan(lambda c, _: (c, jnp.sum(jnp.outer(c, c))), x, None, length=3)
+
+    jaxpr = jax.make_jaxpr(scanned)(jnp.zeros((500,), jnp.float32)).jaxpr
+    assert S._largest_array(jaxpr) == 500 * 500 * 4
 
 
 def test_memory_plan_names_chunk_size():

@@ -8,7 +8,8 @@ For each family, regime and n, ``--seeds`` seeds x ``--generations`` generations
   ``--repeats`` further calls (other root keys: no recompile). The Gaussian's ``replace`` and
   ``accumulate`` are run twice, with the exact fast path (the default, ``fast_path=True``: the
   fitted statistics are drawn directly) and with the sample path (``fast_path=False``: n d
-  normals per generation, as the baseline), so like is compared with like.
+  normals per generation, as the baseline), so like is compared with like; so are linear
+  regression's (fast: a pool of summed ``X^T X``, ``X^T y``; sample: the pool of rows).
 - the numpy baseline (``baseline_numpy.py``: one seed at a time, a Python loop over
   generations, ``np.concatenate``, ``np.random.multivariate_normal``) in a subprocess started with
   ``--baseline-env`` (``user``: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``, what users have;
@@ -87,11 +88,16 @@ QUICK = {"seeds": 16, "generations": 20, "repeats": 5, "budget": 0.3, "min_seeds
                      "kde": ("accumulate_subsample",)}}
 
 
+#: Families with an exact fast path (option ``fast_path``) and the regimes it applies to.
+FAST_PATHS = {"gaussian": ("replace", "accumulate"), "linear_regression": ("replace", "accumulate")}
+
+
 def paths(family: str, regime: str) -> list[bool | None]:
-    """The Gaussian's fast_path values to run (both where the fast path applies)."""
-    if family != "gaussian":
+    """The fast_path values to run: both where the family's fast path applies ("fast", and
+    "sample": the pool of rows), else the pool of rows only."""
+    if family not in FAST_PATHS:
         return [None]
-    return [True, False] if regime in ("replace", "accumulate") else [False]
+    return [True, False] if regime in FAST_PATHS[family] else [False]
 
 
 def static_for(family: str, regime: str, n: int, generations: int,

@@ -457,6 +457,49 @@ REGIME_HPARAMS: dict[str, dict[str, float]] = {
 }
 
 
+def statistics_regime(
+    regime: str, n: int, summarize: Callable[[Data], Data], merge: Callable[[Data, Data], Data]
+) -> Regime:
+    """``replace`` or ``accumulate`` over a one-slot pool holding sufficient statistics.
+
+    For a model whose fit depends on its pool only through statistics that add up over
+    disjoint blocks (a model's exact fast path, ``GenerativeModel.regime``): ``summarize(rows)``
+    gives the statistics of the real data as a one-slot block (leading axis 1, with ``count``
+    and ``real``: the number of rows and of real rows), the model's ``sample`` returns such a
+    block for its ``n`` synthetic rows, and ``merge(a, b)`` the statistics of the union. The
+    pool stays O(statistics) whatever the generation, where ``accumulate``'s grows by ``n``
+    rows each. ``pool_size`` and ``real_fraction`` are those of the rows summarised.
+
+    >>> import jax.numpy as jnp
+    >>> total = lambda x: {"count": jnp.full((1,), x.shape[0], jnp.float32),
+    ...                    "real": jnp.full((1,), x.shape[0], jnp.float32), "sum": x.sum(0)[None]}
+    >>> add = lambda a, b: jax.tree.map(jnp.add, a, b)
+    >>> r = statistics_regime("accumulate", 2, total, add)
+    >>> block = {"count": jnp.full((1,), 2.0), "real": jnp.zeros((1,)), "sum": jnp.ones((1, 1))}
+    >>> p = r.update(r.init(jnp.ones((3, 1))), block, jnp.int32(1), None, {})
+    >>> float(p.data["sum"][0, 0]), {k: round(float(v), 6) for k, v in r.metrics(p).items()}
+    (4.0, {'pool_size': 5.0, 'real_fraction': 0.6})
+    """
+    if regime not in ("replace", "accumulate"):
+        raise ValueError(f"regime={regime!r}: a statistics pool supports replace, accumulate")
+
+    def init(real_train):
+        return Pool(summarize(real_train), jnp.ones((1,), jnp.bool_), jnp.zeros((1,), jnp.int32),
+                    jnp.int32(1), jnp.bool_(False))
+
+    def update(pool, block, generation, key, hparams):
+        del key, hparams
+        if regime == "replace":
+            return pool._replace(data=block, origin=jnp.full((1,), generation, jnp.int32))
+        return pool._replace(data=merge(pool.data, block))
+
+    def metrics(view):
+        size = view.data["count"][0]
+        return {"pool_size": size, "real_fraction": view.data["real"][0] / jnp.maximum(size, 1.0)}
+
+    return Regime(regime, 1, n, init, update, _full_view, metrics=metrics)
+
+
 def regime_hparams(regimes) -> dict[str, float]:
     """Default hyperparameters of the given regime names, merged.
 

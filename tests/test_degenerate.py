@@ -107,7 +107,8 @@ def test_gaussian_singular_covariance_n_below_d(gaussian_extremes):
 
 def _linreg_model_and_pool(x, y, capacity):
     static = cj.StaticConfig(model="linear_regression", regime="replace", n0=x.shape[0],
-                             n=x.shape[0], d=x.shape[1], generations=2, n_test=4)
+                             n=x.shape[0], d=x.shape[1], generations=2, n_test=4,
+                             options=(("fast_path", False),))  # a pool of rows
     model = cj.make_model(static)
     pool = init_pool({"x": jnp.asarray(x), "y": jnp.asarray(y)}, capacity)
     return model, pool

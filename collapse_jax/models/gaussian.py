@@ -66,6 +66,7 @@ from jaxtyping import Array, Float
 
 from collapse_jax import linalg as L
 from collapse_jax import metrics as M
+from collapse_jax import pool as P
 from collapse_jax import rng
 from collapse_jax.config import (
     NONNEGATIVE,
@@ -75,7 +76,7 @@ from collapse_jax.config import (
     declare_float64,
 )
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.pool import Pool, Regime, masked_root
+from collapse_jax.pool import Regime, masked_root
 from collapse_jax.types import PRNGKey, RealData
 
 #: Trace ratio at or below which a chain counts as collapsed (and the nll variance floor).
@@ -415,32 +416,11 @@ def sample_statistics(
 
 
 def statistics_regime(regime: str, n: int) -> Regime:
-    """``replace`` or ``accumulate`` over a one-slot pool holding sufficient statistics.
-
-    ``pool_size`` and ``real_fraction`` are those of the pool the statistics summarise.
-    """
+    """``replace`` or ``accumulate`` over a one-slot pool of Gaussian sufficient statistics
+    (``pool.statistics_regime`` with ``statistics`` and ``merge``)."""
     if regime not in FAST_REGIMES:
         raise ValueError(f"regime={regime!r}: the statistics pool supports {FAST_REGIMES}")
-
-    def init(real_train):
-        return Pool(statistics(real_train), jnp.ones((1,), jnp.bool_), jnp.zeros((1,), jnp.int32),
-                    jnp.int32(1), jnp.bool_(False))
-
-    def update(pool, block, generation, key, hparams):
-        del key, hparams
-        if regime == "replace":
-            return pool._replace(data=block, origin=jnp.full((1,), generation, jnp.int32))
-        return pool._replace(data=merge(pool.data, block))
-
-    def view(pool, key, hparams):
-        del key, hparams
-        return pool
-
-    def metrics(view):
-        size = view.data["count"][0]
-        return {"pool_size": size, "real_fraction": view.data["real"][0] / jnp.maximum(size, 1.0)}
-
-    return Regime(regime, 1, n, init, update, view, metrics=metrics)
+    return P.statistics_regime(regime, n, statistics, merge)
 
 
 def _moment_nll(mean, cov, trace, truth):

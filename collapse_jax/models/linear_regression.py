@@ -14,6 +14,14 @@ only eigenvalues above ``eps * d * max``: the ordinary least-squares solution wh
 design has rank d, the minimum-norm least-squares solution otherwise (e.g. a subsample that drew
 fewer than d distinct rows). Flag ``collapsed``: the fit's design had rank < d (``params["rank"]``).
 
+Exact fast path (option ``fast_path``, on by default, for ``replace`` and ``accumulate``): the fit
+depends on its pool only through the Gram matrix ``X^T X`` and ``X^T y``, which add up over
+blocks, so the pool is those sums (``pool.statistics_regime``) instead of the rows: the same
+labels are drawn (same keys, same numbers), and each generation costs O(T d) for ``X^T y`` plus
+the O(d^3) solve, where ``accumulate``'s pool of rows grows by T each generation (100,000 rows of
+33 floats per chain after 100 generations at T = 1000). Same results as the row pool up to float
+rounding (tests/test_classical.py).
+
 Closed forms (``theory.py``): with u = sigma^2 d / (T - d - 1), replace gives u (g + 1) and
 accumulate gives u * sum_{j<=g+1} 1/j^2 <= u pi^2 / 6.
 
@@ -28,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from collapse_jax import linalg as L
+from collapse_jax import pool as P
 from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig, declare_float64
 from collapse_jax.model import GenerativeModel, Source, register_model, register_source
 from collapse_jax.types import RealData
@@ -47,7 +56,7 @@ def linear_source(static: StaticConfig) -> Source:
         y = x @ w + sigma * jax.random.normal(k_eps, (t,), dt)
         xt = jax.random.normal(k_xt, (n_test, d), dt)
         yt = xt @ w + sigma * jax.random.normal(k_epst, (n_test,), dt)
-        return RealData({"x": x, "y": y}, {"x": xt, "y": yt}, {"w": w})
+        return RealData({"x": x, "y": y}, {"x": xt, "y": yt}, {"w": w, "gram": x.T @ x})
 
     return Source(lambda s: {}, draw)
 
@@ -75,6 +84,7 @@ def _check(static: StaticConfig) -> None:
     "linear_regression",
     source="linear",
     hparams={"sigma": 10.0},
+    options={"fast_path": (True, False)},
     ranges={"sigma": NONNEGATIVE},
     metrics=("test_error", "test_mse"),
     check=_check,
@@ -82,27 +92,36 @@ def _check(static: StaticConfig) -> None:
     example={"n0": 12, "n": 12, "d": 3, "n_test": 16},
 )
 def make_linear_regression(static: StaticConfig) -> GenerativeModel:
-    """Linear regression family for a StaticConfig (``n == n0 == T``)."""
+    """Linear regression family for a StaticConfig (``n == n0 == T``; option ``fast_path``)."""
     d, dt = static.d, jnp.dtype(static.dtype)
+    fast = static.option("fast_path", True) and static.regime in FAST_REGIMES
 
     def init(key, real, hparams):
         del key, real, hparams
         return {"w": jnp.zeros((d,), dt), "rank": jnp.int32(d)}
 
-    def fit(key, pool, params, hparams):
-        del key, params, hparams
-        x, y, w = pool.data["x"], pool.data["y"], pool.valid.astype(dt)
-        gram = (x * w[:, None]).T @ x
-        rhs = (x * w[:, None]).T @ y
+    def solve(gram, rhs):
         evals, evecs = L.eigh(gram)
         keep = evals > jnp.finfo(dt).eps * d * jnp.max(evals)
         inv = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
         return {"w": evecs @ (inv * (evecs.T @ rhs)), "rank": jnp.sum(keep, dtype=jnp.int32)}
 
-    def sample(key, params, real, hparams, num):
+    def fit(key, pool, params, hparams):
+        del key, params, hparams
+        if fast:
+            return solve(pool.data["gram"][0], pool.data["rhs"][0])
+        x, y, w = pool.data["x"], pool.data["y"], pool.valid.astype(dt)
+        return solve((x * w[:, None]).T @ x, (x * w[:, None]).T @ y)
+
+    def labels(key, params, real, hparams, num):
         x = real.train["x"]
-        noise = hparams["sigma"] * jax.random.normal(key, (num,), dt)
-        return {"x": x, "y": x @ params["w"] + noise}
+        return x, x @ params["w"] + hparams["sigma"] * jax.random.normal(key, (num,), dt)
+
+    def sample(key, params, real, hparams, num):
+        x, y = labels(key, params, real, hparams, num)
+        if fast:  # the block's statistics (X^T X is the same every generation)
+            return _block(x, y, real.truth["gram"], real=False)
+        return {"x": x, "y": y}
 
     def evaluate(params, real, hparams):
         del hparams
@@ -116,7 +135,23 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
         del real, hparams
         return params["rank"] < d
 
-    return GenerativeModel(init, fit, sample, evaluate, collapsed)
+    regime = None
+    if fast:
+        regime = P.statistics_regime(
+            static.regime, static.n, lambda rows: _block(rows["x"], rows["y"], None, real=True),
+            lambda a, b: jax.tree.map(jnp.add, a, b))
+    return GenerativeModel(init, fit, sample, evaluate, collapsed, regime=regime)
+
+
+#: Regimes with an exact fast path over the summed statistics (option ``fast_path``).
+FAST_REGIMES = ("replace", "accumulate")
+
+
+def _block(x, y, gram, *, real: bool):
+    """Statistics of the rows ``(x, y)`` as a one-slot block (``gram``: ``x^T x`` if known)."""
+    count = jnp.full((1,), x.shape[0], x.dtype)
+    return {"count": count, "real": count if real else jnp.zeros_like(count),
+            "gram": (x.T @ x if gram is None else gram)[None], "rhs": (x.T @ y)[None]}
 
 
 declare_float64("linear_regression")  # computes in static.dtype throughout

@@ -296,10 +296,21 @@ def _largest_array(jaxpr: Any) -> int:
     return best
 
 
+_LARGEST: dict[Any, int] = {}
+
+
 def _largest_temporary(static: StaticConfig, args: PyTree, shapes: Any) -> int:
     """Bytes of the largest intermediate array of one chain's generation 0 or later generation
-    (traced with ``jax.make_jaxpr``, nothing compiled), e.g. the KDE's ``[n_test, capacity]``
-    kernel matrix."""
+    (traced with ``jax.make_jaxpr``, nothing compiled; cached by config and argument shapes),
+    e.g. the KDE's ``[n_test, capacity]`` kernel matrix."""
+    sig = (static, jax.tree.structure(args), tuple(
+        (np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in jax.tree.leaves(args)))
+    if sig not in _LARGEST:
+        _LARGEST[sig] = _trace_largest(static, args, shapes)
+    return _LARGEST[sig]
+
+
+def _trace_largest(static: StaticConfig, args: PyTree, shapes: Any) -> int:
     chain = make_chain(static)
     state, _, real = shapes
     hp, key = _hparam_shapes(static), jax.random.key(0)

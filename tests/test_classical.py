@@ -295,12 +295,16 @@ def test_linear_regression_fast_path_equals_row_pool(regime):
     """Same keys, same labels: the pool of ``X^T X`` and ``X^T y`` sums gives the row pool's
     metrics, bit for bit under ``replace`` (one block: the same products) and to 1e-4 relative
     under ``accumulate`` (the sums are added in another order; 2e-5 measured), over 30
-    generations of 16 chains; the pool reports the same size and real fraction."""
+    generations of 16 chains (whole chains in one program: ``compiled_sweep_fn``); the pool
+    reports the same size and real fraction."""
+    from collapse_jax.sweep import compiled_sweep_fn
+
     out = {}
     for fast in (True, False):
         static = StaticConfig(model="linear_regression", regime=regime, n0=50, n=50, d=8,
                               generations=30, n_test=40, options=(("fast_path", fast),))
-        out[fast] = _sweep(static, {"sigma": 1.0}, 16).metrics
+        hp = {"sigma": jnp.ones((16,), jnp.float32)}
+        _, out[fast] = compiled_sweep_fn(static)(jax.random.key(0), jnp.arange(16), hp, {})
     assert set(out[True]) == set(out[False])
     for k in out[True]:
         fast, rows = np.asarray(out[True][k]), np.asarray(out[False][k])

@@ -306,7 +306,7 @@ def masked_root(
     >>> mu.tolist(), [[round(abs(v), 6) for v in row] for row in (r @ r.T).tolist()]
     ([1.0, 1.0], [[1.0, 1.0], [1.0, 1.0]])
     """
-    capacity, d = x.shape
+    d = x.shape[1]
     mu = masked_mean(x, w)
     xc = (x - mu[None, :]) * jnp.sqrt(w)[:, None]
     r = linalg.qr_r(xc)  # [min(capacity, d), d], r^T r = scatter

@@ -425,19 +425,11 @@ def statistics_regime(regime: str, n: int) -> Regime:
 
 def _moment_nll(mean, cov, trace, truth):
     """Mean NLL of the held-out points under N(mean, cov) from their moments (``test_mean``,
-    ``test_cov``, computed once per chain by the source): the mean Mahalanobis distance is
-    ``tr(Cr^-1 (S + delta delta^T))``; same ridge and floor as ``metrics.gaussian_nll``."""
-    d, dt = mean.shape[0], mean.dtype
-    tiny = jnp.finfo(dt).tiny
-    eye = jnp.eye(d, dtype=dt)
-    ridged = cov + (1e-6 * jnp.maximum(trace / d, tiny)
-                    + COLLAPSE_FLOOR * jnp.trace(truth["cov"]) / d) * eye
-    chol = M.psd_cholesky(ridged, rtol=0.0)  # in jnp: no per-matrix LAPACK calls on CPU
-    inv = M.lower_inverse(chol)
-    delta = truth["test_mean"] - mean
-    second = truth["test_cov"] + delta[:, None] * delta[None, :]
-    maha = jnp.sum((inv @ second) * inv)
-    return 0.5 * maha + jnp.sum(jnp.log(jnp.diagonal(chol))) + 0.5 * d * jnp.log(2.0 * jnp.pi)
+    ``test_cov``, computed once per chain by the source; ``metrics.gaussian_nll_moments``), with
+    the variance floor ``COLLAPSE_FLOOR * tr(Sigma_true) / d``."""
+    floor = COLLAPSE_FLOOR * jnp.trace(truth["cov"]) / mean.shape[0]
+    return M.gaussian_nll_moments(truth["test_mean"], truth["test_cov"], mean, cov, floor=floor,
+                                  trace=trace)
 
 
 def _fast_evaluate(params, real, hparams):

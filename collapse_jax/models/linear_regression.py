@@ -113,12 +113,9 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
         x, y, w = pool.data["x"], pool.data["y"], pool.valid.astype(dt)
         return solve((x * w[:, None]).T @ x, (x * w[:, None]).T @ y)
 
-    def labels(key, params, real, hparams, num):
-        x = real.train["x"]
-        return x, x @ params["w"] + hparams["sigma"] * jax.random.normal(key, (num,), dt)
-
     def sample(key, params, real, hparams, num):
-        x, y = labels(key, params, real, hparams, num)
+        x = real.train["x"]  # fixed design: new labels of the real inputs
+        y = x @ params["w"] + hparams["sigma"] * jax.random.normal(key, (num,), dt)
         if fast:  # the block's statistics (X^T X is the same every generation)
             return _block(x, y, real.truth["gram"], real=False)
         return {"x": x, "y": y}

@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# The test suite, one pytest process per test file (plus one for the doctests).
+# The test suite, one pytest process per test file (plus one for the doctests), TEST_JOBS of them
+# at a time (default 2, the cores CI has; TEST_JOBS=1 runs them one after another).
 #
-# Why: after a few hundred XLA compiles in one process, XLA's CPU compiler has crashed
-# (segfault inside backend_compile) on this machine with jaxlib 0.10.2; every file passes on its
-# own. Separate processes keep each one small. Extra arguments go to every pytest call
-# (e.g. `bash tests/run_all.sh -m slow`). Exit status: non-zero if any file failed or no test ran.
+# Why one process per file: after a few hundred XLA compiles in one process, XLA's CPU compiler
+# has crashed (segfault inside backend_compile) on this machine with jaxlib 0.10.2; every file
+# passes on its own. Separate processes keep each one small, and two of them overlap one file's
+# compiles (one thread) with the other's. Extra arguments go to every pytest call (e.g.
+# `bash tests/run_all.sh -m slow`). Exit status: non-zero if any file failed or no test ran.
 set -u
 cd "$(dirname "$0")/.."
+jobs_max="${TEST_JOBS:-2}"
+logs="$(mktemp -d)"
+# the slowest files first, so the last one to finish is a short one
+slow=(tests/test_contract.py tests/test_scale.py tests/test_classical.py tests/test_oracle.py
+      tests/test_gaussian_fast_path.py)
+targets=("${slow[@]}")
+for t in collapse_jax tests/test_*.py; do
+  [[ " ${slow[*]} " == *" $t "* ]] || targets+=("$t")
+done
+
+i=0
+for t in "${targets[@]}"; do
+  while (( $(jobs -rp | wc -l) >= jobs_max )); do wait -n; done
+  ( python -m pytest -q -p no:cacheprovider "$@" "$t" >"$logs/$i.out" 2>&1; echo $? >"$logs/$i.rc" ) &
+  i=$((i + 1))
+done
+wait
+
 passed=0; failed=0; skipped=0; bad_files=()
-for target in collapse_jax tests/test_*.py; do
-  out=$(python -m pytest -q -p no:cacheprovider "$@" "$target" 2>&1)
-  code=$?
+for i in "${!targets[@]}"; do
+  target="${targets[$i]}"; out=$(cat "$logs/$i.out"); code=$(cat "$logs/$i.rc" 2>/dev/null || echo 1)
   last=$(printf '%s\n' "$out" | grep -E '(passed|failed|error|no tests ran|deselected)' | tail -n 1)
   echo "$target: ${last:-no summary}"
   p=$(grep -oE '[0-9]+ passed' <<<"$last" | grep -oE '[0-9]+' || true)
@@ -24,6 +43,7 @@ for target in collapse_jax tests/test_*.py; do
     [[ ${f:-0} -eq 0 ]] && failed=$((failed + 1))  # a crash counts as a failure
   fi
 done
+rm -rf "$logs"
 echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 if [[ ${#bad_files[@]} -gt 0 ]]; then
   echo "failing: ${bad_files[*]}" >&2

@@ -358,6 +358,15 @@ def bytes_per_chain(static: StaticConfig, args: PyTree, factor: float = 4.0, *,
 #: the same chain's in a batch, e.g. 8 chains on 8 devices vs on 1 (tests/test_scale.py).
 MIN_CHAINS_PER_DEVICE = 2
 
+#: On a CPU backend, the chains of an automatically sized batch hold at most this many estimated
+#: bytes per device (``bytes_per_chain`` x chains; None: no cap). A CPU gains nothing from a batch
+#: beyond what amortises the per-call work (about 1,000 chains), and bigger ones ran slower on
+#: 2 cores (per chain-generation, 10 generations, 20,000-40,000 chains): linear regression d = 32
+#: 1.5x in one batch of 20,000 (3 GB) than in batches of 5,000; KDE 3.4x in one of 40,000
+#: (2.4 GB) than in batches of 5,000-20,000; the Gaussian sample path 1.26x in one of 20,000
+#: (1.25 GB) than in batches of 1,000. Accelerators are not capped: their budget is their memory.
+CPU_BATCH_BYTES: int | None = 512 << 20
+
 #: Seconds of work a time-sized generation chunk aims at (``plan_sweep(generation_chunk=None)``):
 #: long enough that a chunk boundary's fixed cost stays a few percent, short enough for progress.
 #: A boundary costs more than the host's share (metrics fetch, results part, checkpoint): every
@@ -414,7 +423,8 @@ def plan_sweep(
         args: the source's host data.
         num_chains: real chains.
         chunk_size: chains per batch over all devices (rounded up to a multiple of ``devices``);
-            None chooses the largest that fits ``budget``, balanced so padding is small. Either
+            None chooses the largest that fits ``budget`` (on CPU also ``CPU_BATCH_BYTES``),
+            balanced so padding is small. Either
             way at least ``MIN_CHAINS_PER_DEVICE`` per device when memory (and an explicit
             ``chunk_size``) allow.
         generation_chunk: generations per ``advance`` call (fixed chunks); None sizes chunks by
@@ -442,7 +452,7 @@ def plan_sweep(
                 f"{_gib(budget)} per device (set {ENV_MEMORY_BUDGET} if that is wrong, or make the "
                 f"pool smaller: n, n0, d, generations)"
             )
-        n_batches = -(-need // fit)
+        n_batches = -(-need // min(fit, _batch_cap(per_chain)))
         per_device = max(-(-need // n_batches), min(MIN_CHAINS_PER_DEVICE, fit))
     else:
         asked = -(-chunk_size // devices)
@@ -466,12 +476,20 @@ def plan_sweep(
                      static.generations, seconds)
 
 
+def _batch_cap(per_chain: int) -> int:
+    """Most chains per device an automatic batch holds on this backend (``CPU_BATCH_BYTES``)."""
+    if CPU_BATCH_BYTES is None or jax.default_backend() != "cpu":
+        return 2**62
+    return max(CPU_BATCH_BYTES // per_chain, MIN_CHAINS_PER_DEVICE)
+
+
 def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g} GiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.3g} KiB"
 
 
 def choose_chunk_size(static: StaticConfig, args: PyTree, num_chains: int) -> int:
-    """The largest number of chains per batch that fits the memory budget (at least 1)."""
+    """Chains per batch of an automatic plan on one device (memory budget; on CPU also
+    ``CPU_BATCH_BYTES``)."""
     return plan_sweep(static, args, num_chains, devices=1).chunk_size
 
 

@@ -41,6 +41,8 @@ class StaticConfig:
         generations: number of fitted generations; generation g runs over ``0 .. generations-1``.
         n_test: held-out real test examples.
         source: registered real-data source ('' = the model's default).
+        data_path: a user data file or directory the source reads ('' = the source's own data),
+            e.g. local text files for a language model or user-supplied conformers.
         subsample: fit size of ``accumulate_subsample`` (None = n0).
         options: model options as sorted ``(name, value)`` pairs (static, e.g. ``unbiased``).
         dtype: floating dtype of data, parameters and hyperparameters, ``"float32"`` (default) or
@@ -62,6 +64,7 @@ class StaticConfig:
     generations: int
     n_test: int = 1000
     source: str = ""
+    data_path: str = ""
     subsample: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
     dtype: str = "float32"
@@ -104,6 +107,7 @@ class Experiment:
         n_test: held-out real examples per chain.
         subsample: fit size for ``accumulate_subsample`` (None = n0).
         source: real-data source ('' = model default).
+        data_path: a user data file or directory for the source ('' = the source's own data).
         hparams: hyperparameter overrides (of the model or of the regimes, see
             ``pool.REGIME_HPARAMS``); a tuple of values is a vmapped sweep (no recompile).
         options: static model options (e.g. ``{"unbiased": True}``).
@@ -142,6 +146,7 @@ class Experiment:
     n_test: int = 1000
     subsample: int | None = None
     source: str = ""
+    data_path: str = ""
     hparams: Mapping[str, float | tuple[float, ...]] = dataclasses.field(default_factory=dict)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     root_seed: int = 0
@@ -181,6 +186,7 @@ class Experiment:
                         generations=self.generations,
                         n_test=self.n_test,
                         source=self.source,
+                        data_path=self.data_path,
                         subsample=self.subsample,
                         options=options,
                         dtype="float64" if self.x64 else "float32",
@@ -520,6 +526,7 @@ def validate(exp: Experiment) -> Experiment:
     if exp.chunk_size is not None:
         _check_int("chunk_size", exp.chunk_size)
     _check_str("source", exp.source)
+    _check_str("data_path", exp.data_path)
     _check_str("description", exp.description)
     if not isinstance(exp.x64, bool):
         raise ConfigError(f"x64={exp.x64!r}: must be True or False")

@@ -17,11 +17,18 @@ model contract's signature, ``fit(key, pool, params, hparams) -> (params, FitInf
 - the learning rate is the traced hyperparameter ``hparams["lr"]`` fed to
   ``optax.inject_hyperparams``, so a vmapped sweep over it compiles once. The optimizer state
   lives only inside one fit (Adam moments restart every generation, also in warm mode).
+- optimizers ``adam``, ``adamw`` (decoupled ``weight_decay``) and ``sgd``; an optional global
+  gradient-norm clip (``clip_norm``); a per-generation learning-rate schedule over the
+  EFFECTIVE steps of the fit: a linear warm-up over ``warmup`` steps, then ``constant`` or
+  ``cosine`` decay to ``min_lr_ratio * lr`` at the last effective step (the usual recipe for
+  pretraining transformer language models from scratch, one schedule per generation).
 
 References:
     Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413 (one epoch per
         iteration; fresh vs continued training).
     Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
+    Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization", arXiv:1711.05101 (AdamW);
+        2017, "SGDR: Stochastic Gradient Descent with Warm Restarts", arXiv:1608.03983 (cosine).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from collapse_jax.types import Array, Data, Hparams, Params, PRNGKey
 
 INIT_MODES = ("reinit", "warm")
 BUDGETS = ("steps", "epochs")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
 
 Loss = Callable[[Params, Data, PRNGKey, Hparams], Array]
 
@@ -71,7 +80,14 @@ class FitConfig(NamedTuple):
         budget: ``"steps"`` or ``"epochs"``.
         steps: updates per generation when ``budget == "steps"``.
         epochs: passes over the valid pool when ``budget == "epochs"`` (may be fractional).
-        optimizer: ``"adam"`` or ``"sgd"`` (plain SGD makes update counts exactly testable).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (plain SGD makes update counts exactly
+            testable).
+        weight_decay: decoupled weight decay of ``adamw`` (ignored by the others).
+        warmup: steps of linear learning-rate warm-up from 0 (clipped to the effective steps).
+        schedule: ``"constant"``, or ``"cosine"`` decay after the warm-up to
+            ``min_lr_ratio * lr`` at the last effective step.
+        min_lr_ratio: final learning rate of the cosine schedule, as a fraction of ``lr``.
+        clip_norm: clip gradients to this global L2 norm before the update (0: no clipping).
     """
 
     batch: int = 64
@@ -80,6 +96,11 @@ class FitConfig(NamedTuple):
     steps: int = 200
     epochs: float = 1.0
     optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+    clip_norm: float = 0.0
 
 
 def check_fit_config(cfg: FitConfig) -> None:
@@ -88,14 +109,23 @@ def check_fit_config(cfg: FitConfig) -> None:
         raise ConfigError(f"init_mode={cfg.init_mode!r}: allowed values are {list(INIT_MODES)}")
     if cfg.budget not in BUDGETS:
         raise ConfigError(f"budget={cfg.budget!r}: allowed values are {list(BUDGETS)}")
-    if cfg.optimizer not in ("adam", "sgd"):
-        raise ConfigError(f"optimizer={cfg.optimizer!r}: allowed values are ['adam', 'sgd']")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer={cfg.optimizer!r}: allowed values are {list(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule={cfg.schedule!r}: allowed values are {list(SCHEDULES)}")
     for name in ("batch", "steps"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name}={v!r}: must be an integer >= 1")
+    if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or cfg.warmup < 0:
+        raise ConfigError(f"warmup={cfg.warmup!r}: must be an integer >= 0 (steps)")
     if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int | float) or cfg.epochs <= 0:
         raise ConfigError(f"epochs={cfg.epochs!r}: must be a number > 0")
+    for name, lo, hi in (("weight_decay", 0.0, float("inf")), ("min_lr_ratio", 0.0, 1.0),
+                         ("clip_norm", 0.0, float("inf"))):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ConfigError(f"{name}={v!r}: must be a number in [{lo:g}, {hi:g}]")
 
 
 def max_steps(cfg: FitConfig, capacity: int) -> int:
@@ -132,8 +162,53 @@ def effective_steps(cfg: FitConfig, count: Array, capacity: int) -> Array:
 
 
 def _optimizer(cfg: FitConfig, lr: Array) -> optax.GradientTransformation:
-    factory = optax.adam if cfg.optimizer == "adam" else optax.sgd
-    return optax.inject_hyperparams(factory)(learning_rate=lr)
+    if cfg.optimizer == "adamw":
+        tx = optax.inject_hyperparams(optax.adamw)(learning_rate=lr,
+                                                   weight_decay=cfg.weight_decay)
+    else:
+        factory = optax.adam if cfg.optimizer == "adam" else optax.sgd
+        tx = optax.inject_hyperparams(factory)(learning_rate=lr)
+    if cfg.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
+    return tx
+
+
+def learning_rate(cfg: FitConfig, lr: Array, step: Array, n_eff: Array) -> Array:
+    """The learning rate of scan step ``step`` of a fit with ``n_eff`` effective steps.
+
+    A linear warm-up from ``lr / warmup`` over the first ``warmup`` steps (at most ``n_eff``),
+    then ``lr`` (``constant``) or a cosine decay from ``lr`` to ``min_lr_ratio * lr`` at step
+    ``n_eff - 1`` (``cosine``). With neither it is ``lr`` itself (bit for bit).
+
+    >>> import jax.numpy as jnp
+    >>> cfg = FitConfig(warmup=2, schedule="cosine", min_lr_ratio=0.0)
+    >>> [round(float(learning_rate(cfg, jnp.float32(1.0), jnp.int32(i), jnp.int32(6))), 3)
+    ...  for i in range(6)]
+    [0.5, 1.0, 1.0, 0.75, 0.25, 0.0]
+    """
+    if cfg.warmup == 0 and cfg.schedule == "constant":
+        return lr
+    step = step.astype(jnp.float32)
+    n_eff = n_eff.astype(jnp.float32)
+    warm = jnp.minimum(jnp.float32(cfg.warmup), n_eff)
+    scale = jnp.float32(1.0)
+    if cfg.warmup > 0:
+        scale = jnp.minimum((step + 1.0) / jnp.maximum(warm, 1.0), 1.0)
+    if cfg.schedule == "cosine":
+        span = jnp.maximum(n_eff - warm - 1.0, 1.0)
+        frac = jnp.where(step < warm, 0.0, jnp.clip((step - warm) / span, 0.0, 1.0))
+        cos = 0.5 * (1.0 + jnp.cos(jnp.float32(jnp.pi) * frac))
+        scale = scale * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cos)
+    return (lr * scale).astype(jnp.float32)
+
+
+def _set_lr(cfg: FitConfig, state, lr: Array):
+    """``state`` of ``_optimizer`` with its injected learning rate replaced by ``lr``."""
+    if cfg.clip_norm > 0:
+        clip_state, inner = state
+        return (clip_state, inner._replace(hyperparams={**inner.hyperparams,
+                                                        "learning_rate": lr}))
+    return state._replace(hyperparams={**state.hyperparams, "learning_rate": lr})
 
 
 def make_sgd_fit(
@@ -162,7 +237,8 @@ def make_sgd_fit(
         k_init, k_steps = jax.random.split(key)
         if cfg.init_mode == "reinit":
             params = init_params(k_init)
-        tx = _optimizer(cfg, jnp.asarray(hparams["lr"], jnp.float32))
+        lr = jnp.asarray(hparams["lr"], jnp.float32)
+        tx = _optimizer(cfg, lr)
         opt_state = tx.init(params)
 
         def body(carry, i):
@@ -175,6 +251,8 @@ def make_sgd_fit(
             # optax mixes Python floats with int32 step counts (Adam's bias correction): allow
             # standard promotion for the optimizer only, the rest stays strict.
             with jax.numpy_dtype_promotion("standard"):
+                if cfg.warmup or cfg.schedule != "constant":
+                    s = _set_lr(cfg, s, learning_rate(cfg, lr, i, n_eff))
                 updates, s_new = tx.update(grads, s, p)
                 p_new = optax.apply_updates(p, updates)
             active = i < n_eff

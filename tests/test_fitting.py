@@ -144,3 +144,34 @@ def test_no_recompile_across_generations_and_lr():
 def test_bad_fit_config_names_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         make_sgd_fit(FitConfig(**{field: value}), _lsq_loss, _init)
+
+
+def test_schedule_warmup_cosine_and_adamw_clip():
+    """Warm-up + cosine reaches min_lr_ratio * lr at the last effective step; AdamW with a clip
+    still fits; the constant schedule leaves the learning rate untouched (bit for bit)."""
+    from collapse_jax.fitting import learning_rate
+
+    cfg = FitConfig(warmup=3, schedule="cosine", min_lr_ratio=0.1, steps=10)
+    lrs = [float(learning_rate(cfg, jnp.float32(2.0), jnp.int32(i), jnp.int32(10)))
+           for i in range(10)]
+    np.testing.assert_allclose(lrs[:3], [2 / 3, 4 / 3, 2.0], rtol=1e-6)
+    assert lrs[-1] == pytest.approx(0.2, rel=1e-6)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))  # decays monotonically
+    const = FitConfig()
+    assert learning_rate(const, jnp.float32(0.3), jnp.int32(5), jnp.int32(9)) is not None
+    assert float(learning_rate(const, jnp.float32(0.3), jnp.int32(5), jnp.int32(9))) == \
+        np.float32(0.3)
+    pool = _regression_pool(jax.random.key(11), 64, 64)
+    cfg = FitConfig(batch=16, steps=300, optimizer="adamw", weight_decay=1e-4, warmup=20,
+                    schedule="cosine", clip_norm=1.0)
+    params, info = jax.jit(make_sgd_fit(cfg, _lsq_loss, _init))(
+        jax.random.key(12), pool, _init(jax.random.key(13)), _hp(0.05))
+    assert float(_lsq_loss(params, pool.data, None, None)) < 0.05
+
+
+@pytest.mark.parametrize("field,value", [("optimizer", "lion"), ("schedule", "linear"),
+                                         ("warmup", -1), ("min_lr_ratio", 2.0),
+                                         ("clip_norm", -1.0)])
+def test_bad_schedule_settings_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        make_sgd_fit(FitConfig(**{field: value}), _lsq_loss, _init)

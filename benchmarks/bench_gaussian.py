@@ -15,8 +15,8 @@ chain-generation.
 Per chain-generation = ``run_sweep``'s run seconds / (chains x generations) (generation 0, the
 real data and the fit on it, included). The floor is ``n d`` divided by the normals per second
 of ``jax.random.normal`` (the rate of ``collapse_jax.rng.normal``, same bits, is recorded too).
-Both models run through this checkout's ``chain.py`` and ``sweep.py``. Appends to
-results/bench_gaussian.jsonl.
+Both models run through this checkout's ``chain.py`` and ``sweep.py`` on the same ``gaussian``
+source. Appends to results/bench_gaussian.jsonl.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import collapse_jax
 import collapse_jax.rng
 from collapse_jax import model as model_registry
 from collapse_jax.sweep import run_sweep
@@ -46,28 +45,36 @@ def _git_show(rev: str, path: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+def _load(rev: str, path: str, name: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    exec(compile(_git_show(rev, path), f"{rev}:{path}", "exec"), module.__dict__)
+    return module
+
+
 def register_old(rev: str, name: str = "gaussian_old") -> types.ModuleType:
-    """Register revision ``rev``'s Gaussian model (with that revision's metrics.py) as ``name``;
-    returns that revision's gaussian module."""
-    old_metrics = types.ModuleType("collapse_jax_old_metrics")
-    exec(compile(_git_show(rev, "collapse_jax/metrics.py"), f"{rev}:metrics.py", "exec"),
-         old_metrics.__dict__)
+    """Register revision ``rev``'s Gaussian model (its ``models/gaussian.py`` with that revision's
+    ``models/gaussian_fast.py`` and ``metrics.py``) as ``name``; returns its gaussian module.
+
+    Only revisions with this layout load into this engine (the family's files moved when the
+    sources went to ``data/``); compare older revisions with ``compare_revisions.py``.
+    """
     models, sources = dict(model_registry.MODELS), dict(model_registry.SOURCES)
-    saved = collapse_jax.metrics, sys.modules["collapse_jax.metrics"]
-    collapse_jax.metrics = sys.modules["collapse_jax.metrics"] = old_metrics
+    replaced = ("collapse_jax.metrics", "collapse_jax.models.gaussian_fast")
+    saved = {k: sys.modules[k] for k in replaced}
     try:
-        old = types.ModuleType("collapse_jax_old_gaussian")
-        exec(compile(_git_show(rev, "collapse_jax/models/gaussian.py"), f"{rev}:gaussian.py",
-                     "exec"), old.__dict__)
-        spec, source = model_registry.MODELS["gaussian"], model_registry.SOURCES["gaussian"]
+        sys.modules["collapse_jax.metrics"] = _load(rev, "collapse_jax/metrics.py",
+                                                    "collapse_jax_old_metrics")
+        sys.modules["collapse_jax.models.gaussian_fast"] = _load(
+            rev, "collapse_jax/models/gaussian_fast.py", "collapse_jax_old_gaussian_fast")
+        old = _load(rev, "collapse_jax/models/gaussian.py", "collapse_jax_old_gaussian")
+        spec = model_registry.MODELS["gaussian"]
     finally:
-        collapse_jax.metrics, sys.modules["collapse_jax.metrics"] = saved
+        sys.modules.update(saved)
         model_registry.MODELS.clear()
         model_registry.MODELS.update(models)
         model_registry.SOURCES.clear()
         model_registry.SOURCES.update(sources)
-    model_registry.MODELS[name] = dataclasses.replace(spec, name=name, source=name)
-    model_registry.SOURCES[name] = source
+    model_registry.MODELS[name] = dataclasses.replace(spec, name=name)
     return old
 
 
@@ -107,7 +114,7 @@ def main() -> None:
     for regime in args.regimes.split(","):
         statics = {
             which: collapse_jax.StaticConfig(
-                model=name, regime=regime, n0=args.n, n=args.n, d=args.d,
+                model=name, regime=regime, source="gaussian", n0=args.n, n=args.n, d=args.d,
                 generations=args.generations, n_test=args.n_test, metrics=metrics,
                 options=(("fast_path", not args.sample_path),))
             for which, name in (("old", "gaussian_old"), ("new", "gaussian"))

@@ -3,7 +3,7 @@
 Model: the ``vae`` family on 8x8 digits (MLP 64-128-8, batch 64, Adam), ``replace``, a few
 generations of a fixed number of steps. Both modes run the same chains (same keys, same numbers):
 
-- ``vmapped``: one compiled program over all K chains (``sweep.compiled_sweep_fn``);
+- ``vmapped``: one compiled program over all K chains (``programs.reference_program``);
 - ``sequential``: one compiled single-chain program called K times in a Python loop.
 
 Compilation is timed separately; the steady state is the median over ``--repeats`` (>= 5) runs.
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import collapse_jax as cj
-from collapse_jax.sweep import compiled_sweep_fn
+from collapse_jax.programs import reference_program as compiled_sweep_fn
 
 
 def _static(args: argparse.Namespace) -> cj.StaticConfig:

@@ -85,14 +85,14 @@ def _overhead(args) -> None:
                         options={"fast_path": False})  # the sample path: real work per chunk
     tenth = -(-(args.generations - 1) // 10)
     variants = {
-        "one_chunk_in_memory": dict(exp=exp.override([f"generation_chunk={args.generations - 1}"]),
-                                    out=False),
+        "one_chunk_in_memory": dict(
+            exp=cj.override(exp, [f"generation_chunk={args.generations - 1}"]), out=False),
         "time_sized_chunks_in_memory": dict(exp=exp, out=False),
         "time_sized_chunks_parts_checkpoints": dict(exp=exp, out=True),  # the CLI's defaults
         "time_sized_chunks_parts_checkpoint_every_chunk": dict(
-            exp=exp.override(["checkpoint_seconds=0"]), out=True),
+            exp=cj.override(exp, ["checkpoint_seconds=0"]), out=True),
         "tenth_chunks_parts_checkpoint_every_chunk": dict(
-            exp=exp.override(["checkpoint_seconds=0", f"generation_chunk={tenth}"]), out=True),
+            exp=cj.override(exp, ["checkpoint_seconds=0", f"generation_chunk={tenth}"]), out=True),
     }
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants.values():  # compile everything first

@@ -154,7 +154,7 @@ def hparams(model: str, **overrides: float) -> dict[str, float]:
 def plan(static: Any, num_chains: int, budget_gb: float, chunk_size: int | None = None) -> Any:
     """``run_sweep``'s plan for ``num_chains`` chains within ``budget_gb`` GiB per device."""
     from collapse_jax.model import make_source
-    from collapse_jax.sweep import plan_sweep
+    from collapse_jax.plan import plan_sweep
 
     args = make_source(static).load(static)
     return plan_sweep(static, args, num_chains, chunk_size=chunk_size,

@@ -1,6 +1,7 @@
 """collapse_jax: a JAX simulation engine for model collapse.
 
-Read ``pool.py -> model.py -> chain.py -> sweep.py`` for the whole engine.
+Read ``pool.py -> regimes.py -> model.py -> chain.py -> sweep.py`` for the whole engine; the
+README's "Architecture" section maps every module.
 """
 
 from collapse_jax._xla import apply_cpu_defaults as _apply_cpu_defaults
@@ -8,6 +9,7 @@ from collapse_jax._xla import apply_cpu_defaults as _apply_cpu_defaults
 _apply_cpu_defaults()  # before anything computes: an XLA CPU deadlock workaround (see _xla.py)
 
 
+from collapse_jax import data as _data  # noqa: F401  (registers the real-data sources)
 from collapse_jax import models as _models  # noqa: F401  (registers the model families)
 from collapse_jax.chain import (
     Chain,
@@ -19,8 +21,8 @@ from collapse_jax.chain import (
     run_chain,
     step,
 )
-from collapse_jax.config import ConfigError, Experiment, StaticConfig, hparams_from, validate
-from collapse_jax.experiment import Results, run_experiment
+from collapse_jax.config import ConfigError, Experiment, StaticConfig, hparams_from
+from collapse_jax.experiment import run_experiment
 from collapse_jax.model import (
     MODELS,
     SOURCES,
@@ -31,18 +33,20 @@ from collapse_jax.model import (
     register_model,
     register_source,
 )
-from collapse_jax.pool import (
+from collapse_jax.overrides import override
+from collapse_jax.pool import Pool, init_pool
+from collapse_jax.regimes import (
     REGIMES,
-    Pool,
     Regime,
     accumulate,
     accumulate_subsample,
-    init_pool,
     make_regime,
     replace,
 )
+from collapse_jax.results import Results
 from collapse_jax.sweep import SweepResult, run_sweep
 from collapse_jax.types import RealData
+from collapse_jax.validate import RunSpec, resolve, validate
 
 __version__ = "0.1.0"
 
@@ -58,6 +62,7 @@ __all__ = [
     "RealData",
     "Regime",
     "Results",
+    "RunSpec",
     "SOURCES",
     "Source",
     "StaticConfig",
@@ -73,9 +78,11 @@ __all__ = [
     "make_model",
     "make_regime",
     "make_source",
+    "override",
     "register_model",
     "register_source",
     "replace",
+    "resolve",
     "run_chain",
     "run_experiment",
     "run_sweep",

@@ -1,9 +1,19 @@
-"""One chain: generation 0 fit on real data, then sample -> update pool -> refit, as a ``lax.scan``.
+"""THE generation loop: generation 0 fit on real data, then sample -> update pool -> refit.
 
-Keys are derived, never carried: ``chain_key = fold_in(root, chain_id)`` (see ``sweep.py``),
+- ``init``: generation 0 (the pool is D0; fit and evaluate);
+- ``step``: one generation g >= 1;
+- ``advance``: generations ``start .. stop - 1`` in one ``fori_loop`` between traced bounds,
+  each generation's metrics written into row ``g - start`` of a buffer of static length, so one
+  compiled program serves chunks of any length (a loop of unknown trip count is never unrolled:
+  every chunking runs the same loop body, and results do not depend on it);
+- ``run_chain``: a whole chain (``init`` then one ``advance``); ``snapshot``: samples of the
+  fitted model for pictures. The sweep's compiled programs (``programs.py``) are built from these.
+
+Keys are derived, never carried: ``chain_key = fold_in(root, chain_id)`` (see ``programs.py``),
 ``gen_key = fold_in(chain_key, g)``, then one split per consumer. The real data of a chain comes
-from ``fold_in(chain_key, REAL_STREAM)``. A chain therefore gives the same numbers whether it runs
-alone, in a vmapped batch, in chunks of chains or generations, or resumed from a checkpoint.
+from ``fold_in(chain_key, REAL_STREAM)``, snapshot samples from ``SNAPSHOT_STREAM``. A chain
+therefore gives the same numbers whether it runs alone, in a vmapped batch, in chunks of chains
+or generations, or resumed from a checkpoint.
 
 References:
     Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413.
@@ -14,16 +24,21 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
+from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public equivalent
 
 from collapse_jax import rng
 from collapse_jax.config import StaticConfig
 from collapse_jax.model import GenerativeModel, Source, make_model, make_source
-from collapse_jax.pool import Pool, Regime, make_regime
-from collapse_jax.types import Array, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
+from collapse_jax.pool import Pool
+from collapse_jax.regimes import Regime, make_regime
+from collapse_jax.types import Array, Data, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
 
 #: ``fold_in`` data of the real-data stream of a chain; generation indices stay below it.
 REAL_STREAM = 2**31 - 1
+#: ``fold_in`` data of the snapshot-sample stream of a chain (no generation touches it).
+SNAPSHOT_STREAM = 2**31 - 2
 
 #: Per-generation flags every chain reports next to its metrics (float32 0/1, like every metric;
 #: the results table stores them as bool): ``collapsed`` (the model family's own degeneracy test,
@@ -75,16 +90,33 @@ def _flags(chain: Chain, params: Params, real: RealData, hparams: Hparams, metri
     return {"collapsed": collapsed.astype(jnp.float32), "nonfinite": nonfinite.astype(jnp.float32)}
 
 
-def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, view: Pool):
-    """The model's metrics, the pool's, and the flags (``FLAGS``) of one generation.
+def _model_metrics(chain: Chain, params: Params, real: RealData, hparams: Hparams) -> Metrics:
+    """The model's metrics; with ``static.metrics`` set, only those, and the computations of the
+    others are removed from the trace.
 
-    With ``static.metrics`` set only those model metrics are returned; XLA then drops the
-    computation of the others from the compiled program.
+    Dead-code elimination has to happen here, on the jaxpr: XLA does not remove a dead loop (e.g.
+    a per-matrix LAPACK ``lax.map`` of ``linalg``) from the body of the generation loop, and JAX
+    prunes dead code inside ``scan`` bodies but not inside ``while`` bodies.
     """
-    metrics = chain.model.evaluate(params, real, hparams)
-    if chain.static.metrics:
-        metrics = {k: metrics[k] for k in chain.static.metrics}
-    metrics = {**metrics, **chain.regime.metrics(view)}
+    names = chain.static.metrics
+    if not names:
+        return chain.model.evaluate(params, real, hparams)
+
+    def selected(p, r, h):
+        metrics = chain.model.evaluate(p, r, h)
+        return [metrics[k] for k in names]
+
+    closed = jax.make_jaxpr(selected)(params, real, hparams)
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(names), instantiate=True)
+    out = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(jaxpr, closed.consts))(
+        *jax.tree.leaves((params, real, hparams)))
+    return dict(zip(names, out, strict=True))
+
+
+def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, view: Pool):
+    """The model's metrics (``_model_metrics``), the pool's, and the flags (``FLAGS``) of one
+    generation."""
+    metrics = {**_model_metrics(chain, params, real, hparams), **chain.regime.metrics(view)}
     return {**metrics, **_flags(chain, params, real, hparams, metrics)}
 
 
@@ -133,24 +165,44 @@ def step(
 def advance(
     chain: Chain,
     state: ChainState,
-    start: Array,
+    start: Array | int,
+    stop: Array | int,
     length: int,
     chain_key: PRNGKey,
     hparams: Hparams,
     real: RealData,
     args: PyTree = None,
 ) -> tuple[ChainState, Metrics]:
-    """Run generations ``start .. start + length - 1`` (all >= 1) as one ``lax.scan``.
+    """Run generations ``start .. stop - 1`` (all >= 1, at most ``length`` of them).
 
-    ``start`` is traced, so chunks of generations reuse one compiled program. Returns the final
-    state and metrics with a leading ``[length]`` axis.
+    A ``fori_loop`` between the bounds (traced or not: the sweep passes them unbatched, so under
+    ``vmap`` the trip count is the same for every chain) writes each generation's metrics into
+    row ``g - start`` of a ``[length]`` buffer; rows past ``stop - start`` stay zero.
+
+    Returns:
+        The state after generation ``stop - 1`` and the metrics with a leading ``[length]`` axis.
     """
-    gens = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
+    start = jnp.asarray(start, jnp.int32)
 
-    def body(s, g):
-        return step(chain, s, g, chain_key, hparams, real, args)
+    def body(g, carry):
+        s, buf = carry
+        s, m = step(chain, s, g, chain_key, hparams, real, args)
+        buf = jax.tree.map(
+            lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, g - start, 0), buf, m)
+        return s, buf
 
-    return jax.lax.scan(body, state, gens)
+    _, shapes = jax.eval_shape(lambda s: step(chain, s, start, chain_key, hparams, real, args),
+                               state)
+    buf = jax.tree.map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
+    return jax.lax.fori_loop(start, jnp.asarray(stop, jnp.int32), body, (state, buf))
+
+
+def snapshot(chain: Chain, state: ChainState, generation: Array | int, chain_key: PRNGKey,
+             hparams: Hparams, real: RealData, num: int) -> Data:
+    """``num`` samples of the model fit at ``generation`` (for pictures: the stream
+    ``fold_in(fold_in(chain_key, SNAPSHOT_STREAM), generation)``, which no generation uses)."""
+    key = rng.fold_in(rng.fold_in(chain_key, SNAPSHOT_STREAM), generation)
+    return chain.model.sample(key, state.params, real, hparams, num)
 
 
 def run_chain(
@@ -173,8 +225,7 @@ def run_chain(
     """
     real = draw_real(chain, chain_key, hparams, args)
     state, m0 = init(chain, chain_key, hparams, real)
-    state, ms = advance(
-        chain, state, 1, chain.static.generations - 1, chain_key, hparams, real, args
-    )
+    rest = chain.static.generations - 1
+    state, ms = advance(chain, state, 1, 1 + rest, rest, chain_key, hparams, real, args)
     metrics = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), m0, ms)
     return state, metrics

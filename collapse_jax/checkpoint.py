@@ -1,26 +1,12 @@
-"""Never lose work: orbax checkpoints of the batched chain state and the results table in parts.
+"""Orbax checkpoints of a batched chain state, with a checksum and a fallback to older steps.
 
-A run with an output directory keeps two things there, both written atomically:
-
-- ``parts/``: the results table's numeric columns, one ``.npz`` per (group, chain chunk,
-  generation chunk, process), written atomically at every generation-chunk boundary
-  (``table.save_columns``). A killed run keeps every finished generation; parts after the point a
-  resume restarts from are deleted first, so the merged table never has duplicate or missing
-  rows.
-- ``checkpoints/``: an orbax ``CheckpointManager`` (keeps the last ``keep``) holding, after every
-  generation chunk, the batched ``ChainState`` (pool + parameters: plain arrays, no keys; keys are
-  re-derived from (chain id, generation)) and a JSON record of where the run is (group, chain
-  chunk, next generation, the plan and a fingerprint of the experiment) with a checksum of the
-  state. A latest checkpoint that cannot be read, or whose checksum does not match, is discarded
-  with a ``CheckpointWarning`` and the previous one is used.
-
-Order at each boundary: the part is written, then the checkpoint that says it is done. Resuming
-from checkpoint ``(group, chunk, generation)`` first deletes every part after that point, then
-reruns from there: the final table is bit-identical to an uninterrupted run's.
-
-On a multi-host run every process writes its own parts (``-p<process>``) and its own shards of the
-state (orbax coordinates the save); ``finish`` merges each process's parts into
-``metrics-part-<process>.npz`` and process 0 merges those into the table.
+``Checkpointer`` wraps an orbax ``CheckpointManager`` (keeps the last ``keep`` steps): each step
+holds the batched ``ChainState`` (pool + parameters: plain arrays, no keys; keys are re-derived
+from (chain id, generation)) and a JSON record of where the run is, with a bit-level checksum of
+the state. Orbax commits a step atomically (a temporary directory renamed when complete). A latest
+step that cannot be read, or whose checksum does not match, is discarded with a
+``CheckpointWarning`` and the previous one is used. What a record holds and when steps are taken
+is ``store.py``'s business.
 
 References:
     Orbax documentation, "CheckpointManager" (atomic, asynchronous checkpointing of jax.Arrays).
@@ -29,7 +15,6 @@ References:
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import time
 import warnings
@@ -40,24 +25,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from collapse_jax.config import ConfigError
-from collapse_jax.tables import load_columns, save_columns
+from collapse_jax.mesh import all_agree, barrier
 from collapse_jax.types import PyTree
-
-#: Helper columns of the parts (dropped from the final table): group index and chain position.
-ORDER_COLUMNS = ("_group", "_chain")
-
-_PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.npz$")
-
-#: Largest share of the run's time state checkpoints may take: after a state save that took
-#: ``s`` seconds to commit (measured), the next one waits at least ``s / CHECKPOINT_SHARE``
-#: (and at least ``checkpoint_seconds``). A 2 GB pool (5,000 accumulate chains, n = 100) takes
-#: ~10 s to write on this machine's disk: every 100 s, not every 30 s.
-CHECKPOINT_SHARE = 0.1
 
 
 class CheckpointWarning(UserWarning):
@@ -104,35 +77,6 @@ def state_checksum(state: PyTree) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Multi-host helpers
-
-
-def barrier(name: str) -> None:
-    """Wait for every process (no-op on one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def _all_agree_first(flag: bool) -> bool:
-    """Process 0's ``flag`` on every process."""
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
-
-
-def _all_agree(ok: bool) -> bool:
-    """True when ``ok`` holds on every process."""
-    if jax.process_count() == 1:
-        return ok
-    from jax.experimental import multihost_utils
-
-    flags = multihost_utils.process_allgather(np.asarray([int(ok)], np.int32))
-    return bool(np.all(flags))
-
-
-# ----------------------------------------------------------------------------------------------
 # Checkpoints
 
 
@@ -155,7 +99,7 @@ class Checkpointer:
         self._open()
 
     def _open(self) -> None:
-        import orbax.checkpoint as ocp
+        import orbax.checkpoint as ocp  # 0.3 s to import: only runs that write checkpoints
 
         self._ocp = ocp
         self._mngr = ocp.CheckpointManager(
@@ -229,7 +173,7 @@ class Checkpointer:
                 raise
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint falls back
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            if not _all_agree(error is None):
+            if not all_agree(error is None):
                 error = error or "unreadable on another process"
             if error is None:
                 found = (step, record, state)
@@ -266,154 +210,3 @@ class Checkpointer:
             self._mngr.wait_until_finished()
             self._mngr.close()
             self._mngr = None
-
-
-# ----------------------------------------------------------------------------------------------
-# Results parts
-
-
-def part_name(group: int, chain_chunk: int, gen_start: int, process: int) -> str:
-    """File name of one results part; names sort in run order."""
-    return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.npz"
-
-
-def parse_part_name(name: str) -> tuple[int, int, int, int] | None:
-    """``(group, chain_chunk, gen_start, process)`` of a part file name, or None."""
-    m = _PART.match(name)
-    return tuple(int(x) for x in m.groups()) if m else None  # type: ignore[return-value]
-
-
-def finalize_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Drop the helper columns."""
-    return table.drop(columns=[c for c in ORDER_COLUMNS if c in table]).reset_index(drop=True)
-
-
-class RunStore:
-    """Results parts and checkpoints of one experiment run in ``out_dir``.
-
-    Args:
-        out_dir: the run's output directory.
-        fingerprint: what identifies the run (the experiment fields that change results); a
-            resume from a checkpoint with a different fingerprint raises ``ConfigError``.
-        keep: checkpoints kept.
-        resume: continue from the latest checkpoint; False clears ``parts/`` and
-            ``checkpoints/`` first.
-        every_seconds: minimum seconds between checkpoints (0: at every generation chunk). When
-            > 0, also at least ``1 / CHECKPOINT_SHARE`` times the last state save's measured
-            duration, so writing a large state cannot take more than about that share of the
-            run. Parts are written at every chunk regardless; the final position is always
-            checkpointed.
-    """
-
-    def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], keep: int = 3,
-                 resume: bool = False, every_seconds: float = 0.0):
-        self.out = Path(out_dir)
-        self.parts = self.out / "parts"
-        self.fingerprint = fingerprint
-        self.process = jax.process_index()
-        self.nproc = jax.process_count()
-        if not resume and self.process == 0:
-            for sub in (self.parts, self.out / "checkpoints"):
-                shutil.rmtree(sub, ignore_errors=True)
-        barrier("collapse_jax_runstore_init")
-        self.parts.mkdir(parents=True, exist_ok=True)
-        self.ckpt = Checkpointer(self.out / "checkpoints", keep)
-        self.next_step = 0
-        self.every_seconds = every_seconds
-        self._last_save = time.monotonic()
-        self._pending: dict[str, Any] | None = None  # last boundary not yet checkpointed
-
-    def restore(
-        self, target: Callable[[dict[str, Any]], PyTree | None]
-    ) -> tuple[dict[str, Any], PyTree | None] | None:
-        """The latest usable checkpoint ``(record, state)`` (None: start from the beginning).
-
-        Deletes this process's parts after the restored point (work that will be redone).
-        """
-
-        def checked(record):
-            saved = record.get("fingerprint")
-            if saved != self.fingerprint:
-                diff = sorted(k for k in set(saved or {}) | set(self.fingerprint)
-                              if (saved or {}).get(k) != self.fingerprint.get(k))
-                raise ConfigError(
-                    f"--resume: {self.ckpt.directory} holds a checkpoint of a different run "
-                    f"(differs in: {', '.join(diff) or 'everything'}); use another --out or run "
-                    f"without --resume to start over"
-                )
-            return target(record)
-
-        found = self.ckpt.restore_latest(checked)
-        if found is None:
-            self._prune(None)
-            return None
-        step, record, state = found
-        self.next_step = step + 1
-        self._prune((record["group"], record["chain_chunk"], record["generation"]))
-        return record, state
-
-    def _prune(self, position: tuple[int, int, int] | None) -> None:
-        for path in self.parts.iterdir():
-            key = parse_part_name(path.name)
-            if key is None or key[3] != self.process:
-                continue
-            if position is None or _after(key[:3], position):
-                path.unlink()
-
-    def chunk_done(
-        self, group: int, columns: dict[str, np.ndarray], chain_chunk: int, gen_start: int,
-        gen_stop: int, generations: int, state: PyTree, plan: dict[str, Any]
-    ) -> None:
-        """Write the rows of a finished generation chunk (numeric ``columns``) as a part, then
-        checkpoint the state after it (when due)."""
-        save_columns(self.parts / part_name(group, chain_chunk, gen_start, self.process), columns)
-        record = {"fingerprint": self.fingerprint, "group": group, "chain_chunk": chain_chunk,
-                  "generation": gen_stop, "plan": plan}
-        self._pending = record
-        # the same decision on every process (process 0's clock), so collective saves match
-        interval = self.every_seconds
-        if interval > 0:
-            interval = max(interval, (self.ckpt.state_save_seconds() or 0.0) / CHECKPOINT_SHARE)
-        due = time.monotonic() - self._last_save >= interval
-        if self.nproc > 1:
-            due = _all_agree_first(due)
-        if due:
-            # after a chunk's last generation only the position is needed, not the state
-            self._save(state if gen_stop < generations else None)
-
-    def _save(self, state: PyTree | None) -> None:
-        self.ckpt.save(self.next_step, state, self._pending)
-        self.next_step += 1
-        self._pending = None
-        self._last_save = time.monotonic()
-
-    def finish(self) -> dict[str, np.ndarray]:
-        """Merge the parts into the run's columns, sorted (process 0: every process's rows).
-
-        On a multi-host run each process writes ``metrics-part-<process>.npz`` and process 0
-        merges them; other processes return their own rows.
-        """
-        if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
-                "generations"]:
-            self._save(None)  # the run's end: a resume of a finished run has nothing to do
-        self.ckpt.wait()
-        mine = sorted(p for p in self.parts.iterdir()
-                      if (k := parse_part_name(p.name)) is not None and k[3] == self.process)
-        local = load_columns(mine)
-        if self.nproc == 1:
-            return local
-        save_columns(self.out / f"metrics-part-{self.process}.npz", local)
-        barrier("collapse_jax_parts_merged")
-        if self.process != 0:
-            return local
-        return load_columns([self.out / f"metrics-part-{p}.npz" for p in range(self.nproc)])
-
-    def close(self) -> None:
-        self.ckpt.close()
-
-
-def _after(key: tuple[int, int, int], position: tuple[int, int, int]) -> bool:
-    """Is the part starting at ``key`` not covered by a checkpoint at ``position``?"""
-    g, c, t = key
-    pg, pc, pt = position
-    return (g, c) > (pg, pc) or ((g, c) == (pg, pc) and t >= pt)

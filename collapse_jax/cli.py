@@ -25,13 +25,27 @@ import argparse
 import dataclasses
 import difflib
 import importlib.util
+import os
 import re
 import sys
 import time
 import traceback
 from pathlib import Path
 
+import jax
+
 from collapse_jax.config import ConfigError, Experiment
+from collapse_jax.experiment import run_experiment
+from collapse_jax.files import write_json
+from collapse_jax.mesh import initialize_distributed
+from collapse_jax.model import MODELS, SOURCES
+from collapse_jax.overrides import override
+from collapse_jax.plan import SweepPlan, memory_budget, plan_run
+from collapse_jax.plots import plot_all
+from collapse_jax.regimes import REGIMES, make_regime
+from collapse_jax.results import config_record, flag_counts, write_partial, write_results
+from collapse_jax.store import check_output_dir, finished_columns
+from collapse_jax.validate import RunSpec, hparam_range, resolve
 
 
 def config_dirs() -> list[Path]:
@@ -92,10 +106,6 @@ def _describe(e: BaseException) -> str:
 
 
 def _cmd_list() -> int:
-    from collapse_jax.config import hparam_range
-    from collapse_jax.model import MODELS, SOURCES
-    from collapse_jax.pool import REGIMES
-
     print("models:")
     for name, spec in sorted(MODELS.items()):
         hp = ", ".join(f"{k}={v} in {hparam_range(name, k) or 'any'}"
@@ -114,38 +124,36 @@ def _cmd_list() -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from collapse_jax.config import validate
-    from collapse_jax.experiment import run_experiment
-    from collapse_jax.plots import plot_all
-    from collapse_jax.results import GroupWriter, check_output_dir, write_results
-    from collapse_jax.sweep import initialize_distributed
-
-    exp = load_config(args.config).override(args.set or [])
+    exp = override(load_config(args.config), args.set or [])
     if args.keep is not None:
-        exp = exp.override([f"keep_checkpoints={args.keep}"])
-    exp = validate(exp)
-    status = check_output_dir(args.out, exp, overwrite=args.overwrite, resume=args.resume,
-                              dry_run=args.dry_run)
+        exp = override(exp, [f"keep_checkpoints={args.keep}"])
+    spec = resolve(exp)
+    if args.out is None and not args.dry_run:
+        raise ConfigError("--out: required (the directory the results go to); --dry-run needs "
+                          "none")
+    status = None if args.out is None else check_output_dir(
+        args.out, spec.experiment, overwrite=args.overwrite, resume=args.resume,
+        dry_run=args.dry_run)
     if args.dry_run:
-        print(format_plan(plan(exp)))
-        print(f"  out: {args.out} ({_OUT_STATUS[status]})")
+        print(format_plan(spec, plan_run(spec)))
+        if status is not None:
+            print(f"  out: {args.out} ({_OUT_STATUS[status]})")
         return 0
     initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                            auto=args.distributed)
     enable_compilation_cache()
-    import jax
-
     lead = jax.process_index() == 0  # process 0 writes the merged outputs
     t0 = time.perf_counter()
-    writer = GroupWriter(args.out, exp) if lead else None
-    if writer is not None:
-        writer.start()
+    if lead:
+        write_json(Path(args.out) / "config.json", config_record(spec))
+        write_partial(spec, args.out, {})
     try:
-        results = run_experiment(exp, progress=not args.quiet, on_group=writer,
-                                 out_dir=args.out, resume=args.resume)
+        results = run_experiment(spec, progress=not args.quiet, out_dir=args.out,
+                                 resume=args.resume)
     except BaseException as e:
-        if writer is not None:
-            writer.fail(e)
+        if lead:  # the finished groups' rows stay readable; parts/ keeps the rest for --resume
+            rows = spec.chains * spec.experiment.generations
+            write_partial(spec, args.out, finished_columns(args.out, rows), error=e)
         raise
     if not lead:
         return 0
@@ -177,10 +185,6 @@ def enable_compilation_cache() -> str | None:
     user configured for JAX (``JAX_COMPILATION_CACHE_DIR``) is kept. The cache is trusted code:
     keep it private (see the JAX documentation, "Persistent compilation cache").
     """
-    import os
-
-    import jax
-
     if jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
     path = os.environ.get(ENV_CACHE, str(Path.home() / ".cache" / "collapse_jax" / "xla"))
@@ -196,8 +200,6 @@ _OUT_STATUS = {"new": "new or empty directory", "same": "holds this same run; re
 
 def format_flags(results) -> str:
     """One line: how many chains hit each flag (``collapsed``, ``nonfinite``), per regime."""
-    from collapse_jax.experiment import flag_counts
-
     counts = flag_counts(results.table, results.swept)
     per = "; ".join(
         f"{r}: " + ", ".join(f"{f} {c[f]}" for f in ("collapsed", "nonfinite") if f in c)
@@ -208,40 +210,6 @@ def format_flags(results) -> str:
             f" ({per})")
 
 
-def plan(exp: Experiment) -> dict:
-    """What a run of ``exp`` would do, without compiling: one entry per compiled group.
-
-    Memory per chain comes from ``sweep.bytes_per_chain`` (``jax.eval_shape``: traced, not
-    compiled); each group is one compile (its last chunk is padded to reuse the program).
-    """
-    from collapse_jax.config import known_hparams
-    from collapse_jax.experiment import load_source_args, precision
-    from collapse_jax.pool import make_regime
-    from collapse_jax.sweep import bytes_per_chain, memory_budget
-
-    grid = exp.hparam_grid(known_hparams(exp))
-    chains = exp.seeds * len(grid)
-    budget = memory_budget()
-    groups = []
-    for static in exp.statics():
-        args = load_source_args(static)
-        with precision(exp.x64):
-            per_chain = bytes_per_chain(static, args)
-        chunk = exp.chunk_size or max(1, min(chains, budget // max(per_chain, 1)))
-        chunk = min(chunk, chains)
-        groups.append({
-            "regime": static.regime, "n": static.n, "n0": static.n0, "d": static.d,
-            "chains": chains, "generations": static.generations,
-            "capacity": make_regime(static).capacity, "bytes_per_chain": per_chain,
-            "chunk_size": chunk, "chunks": -(-chains // chunk),
-        })
-    return {
-        "experiment": exp.name, "model": exp.model, "dtype": "float64" if exp.x64 else "float32",
-        "groups": groups, "compiles": len(groups), "chains": chains * len(groups),
-        "rows": chains * len(groups) * exp.generations, "memory_budget": budget,
-    }
-
-
 def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -250,19 +218,23 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def format_plan(p: dict) -> str:
-    """The dry-run printout of ``plan``."""
-    lines = [f"plan for {p['experiment']!r} (model {p['model']}, {p['dtype']}): "
-             f"{len(p['groups'])} groups, {p['compiles']} compiles, {p['chains']} chains, "
-             f"{p['rows']} rows; nothing compiled (dry run)"]
+def format_plan(spec: RunSpec, plans: list[SweepPlan]) -> str:
+    """The dry-run printout: one line per compiled group, with the chunk size the run uses."""
+    exp = spec.experiment
+    rows = len(plans) * spec.chains * exp.generations
+    lines = [f"plan for {exp.name!r} (model {exp.model}, {'float64' if exp.x64 else 'float32'}): "
+             f"{len(plans)} groups, {len(plans)} compiles, {len(plans) * spec.chains} chains, "
+             f"{rows} rows; nothing compiled (dry run)"]
     lines.append(f"  {'regime':22s} {'n':>6s} {'n0':>6s} {'d':>5s} {'chains':>7s} "
                  f"{'gens':>6s} {'capacity':>9s} {'mem/chain':>10s} {'chunk':>6s} {'chunks':>6s}")
-    for g in p["groups"]:
-        lines.append(f"  {g['regime']:22s} {g['n']:6d} {g['n0']:6d} {g['d']:5d} "
-                     f"{g['chains']:7d} {g['generations']:6d} {g['capacity']:9d} "
-                     f"{_bytes(g['bytes_per_chain']):>10s} {g['chunk_size']:6d} {g['chunks']:6d}")
-    peak = max(g["bytes_per_chain"] * g["chunk_size"] for g in p["groups"])
-    lines.append(f"  peak memory per chunk ~{_bytes(peak)} (budget {_bytes(p['memory_budget'])})")
+    for static, plan in zip(spec.statics, plans, strict=True):
+        lines.append(f"  {static.regime:22s} {static.n:6d} {static.n0:6d} {static.d:5d} "
+                     f"{plan.num_chains:7d} {static.generations:6d} "
+                     f"{make_regime(static).capacity:9d} {_bytes(plan.bytes_per_chain):>10s} "
+                     f"{plan.chunk_size:6d} {plan.n_chunks:6d}")
+    peak = max(p.bytes_per_chain * p.chunk_size // p.devices for p in plans)
+    lines.append(f"  peak memory per device ~{_bytes(peak)} (budget {_bytes(memory_budget())}, "
+                 f"{plans[0].devices} devices)")
     return "\n".join(lines)
 
 
@@ -273,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", help="config file or name (see `collapse-jax list`)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config key; repeatable; comma lists sweep")
-    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--out", help="output directory (not needed with --dry-run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     run.add_argument("--dry-run", action="store_true",
                      help="validate and print the plan (groups, memory, compiles); compile nothing")

@@ -4,9 +4,8 @@ jaxlib 0.10.2's CPU LAPACK kernels (Cholesky, QR, eigh, triangular solve, ...) s
 call into pieces on XLA's intra-op thread pool and block until the pieces are done. A sharded sweep
 on several CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=K``) runs one such call
 per device at the same time; once every pool thread (one per core) is blocked in one, nobody is
-left to run the pieces and the process hangs with all threads idle. ``benchmarks/bench_scale.py``
-found it: 256 Gaussian chains on 2 fake devices on 2 cores hung in the QR of the first generation,
-every time, and 4,096 chains in a triangular solve. (Later jaxlib releases compile that path out.)
+left to run the pieces and the process hangs with all threads idle (``benchmarks/bench_scale.py``
+found it on 2 fake devices; later jaxlib releases compile that path out).
 
 The same happens on ONE device when a program runs two independent LAPACK calls at once (the
 thunk executor puts each on a pool thread): the random hangs that ``collapse_jax/_xla.py``'s
@@ -16,10 +15,9 @@ The functions below are the ``jnp.linalg`` ones, except that on a CPU backend ea
 matrix at a time (``lax.map`` over the batch, also under ``vmap`` through a ``custom_vmap``
 rule): a one-matrix LAPACK call is never split, so it never waits on the pool. Each matrix goes
 through the same LAPACK routine, and every CPU program (1 or K devices) has the same loop, so a
-chain's numbers do not depend on the device count (``tests/test_scale.py``). The cost on this
-2-core machine: ~10% of a 4,096-chain Gaussian sweep (4.31 s -> 4.81 s fast path, 9.89 s ->
-10.68 s sample path; ``PER_MATRIX`` forces either way). On GPU and TPU they are the plain
-batched calls.
+chain's numbers do not depend on the device count (``tests/test_sweep.py``). It costs about a
+tenth of a Gaussian sweep on CPU (benchmarks/README.md; ``PER_MATRIX`` forces either way). On GPU
+and TPU they are the plain batched calls.
 
 >>> import jax, jax.numpy as jnp
 >>> a = jnp.array([[4.0, 2.0], [2.0, 3.0]])

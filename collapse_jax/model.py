@@ -26,7 +26,10 @@ returns what that regime stores, and the chain uses it in place of the generic r
 name (``chain.make_chain``).
 
 Register a family with ``register_model``; it then appears in ``collapse-jax list`` and is
-picked up by the contract tests in ``tests/test_contract.py`` with no change to them.
+picked up by the contract tests in ``tests/test_contract.py`` with no change to them. Its
+``ModelSpec`` also declares the allowed range of every hyperparameter, whether the family computes
+in float64 (``Experiment.x64``), and how many samples a run keeps for pictures (``snapshot``) with
+the family's own renderer of them (``render``, e.g. a grid of images or a text file).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from collapse_jax.config import ConfigError, StaticConfig
-from collapse_jax.pool import Pool, Regime
+from collapse_jax.config import ConfigError, HparamRange, StaticConfig, as_range
+from collapse_jax.pool import Pool
+from collapse_jax.regimes import Regime
 from collapse_jax.types import Data, Hparams, Metrics, Params, PRNGKey, PyTree, RealData
 
 
@@ -89,6 +93,13 @@ class ModelSpec:
         doc: one line for ``collapse-jax list``.
         example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
             contract tests run the family with; keep them tiny (CPU CI).
+        float64: the family computes in ``StaticConfig.dtype`` throughout, so ``x64=True`` runs
+            are meaningful (others are float32 only).
+        snapshot: samples a run keeps of the first chain of every group at a few generations
+            (``Experiment.snapshots`` overrides; 0 = none).
+        render: ``(samples, static, out_dir) -> [paths]``: the family's picture or text of those
+            samples (``samples``: regime -> generation -> ``sample`` output as numpy), called
+            after the run with the static config of the regime's first group.
     """
 
     name: str
@@ -100,7 +111,10 @@ class ModelSpec:
     check: Callable[[StaticConfig], None] | None = None
     doc: str = ""
     example: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    ranges: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    ranges: Mapping[str, HparamRange] = dataclasses.field(default_factory=dict)
+    float64: bool = False
+    snapshot: int = 0
+    render: Callable[..., list] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -118,13 +132,17 @@ def register_model(
     doc: str = "",
     example: Mapping[str, Any] | None = None,
     ranges: Mapping[str, Any] | None = None,
+    float64: bool = False,
+    snapshot: int = 0,
+    render: Callable[..., list] | None = None,
 ) -> Callable:
-    """Decorator registering a model factory under ``name``."""
+    """Decorator registering a model factory under ``name`` (fields: see ``ModelSpec``)."""
 
     def deco(factory: Callable[[StaticConfig], GenerativeModel]):
         MODELS[name] = ModelSpec(
             name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc,
-            dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}), dict(ranges or {}),
+            dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}),
+            {k: as_range(r) for k, r in (ranges or {}).items()}, float64, snapshot, render,
         )
         return factory
 

@@ -1,5 +1,6 @@
-"""Figures: each metric vs generation, one line per regime (mean over seeds, interquartile band),
-one panel per swept value, closed-form theory overlaid as dashed lines. PNG via matplotlib (Agg).
+"""Figures from ``Results`` only: each metric vs generation, one line per regime (mean over seeds,
+interquartile band), one panel per swept value, closed-form theory overlaid as dashed lines; and
+the model family's rendering of the samples the run kept. PNG via matplotlib (Agg).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from collapse_jax.experiment import Results, chain_generations  # noqa: E402
-from collapse_jax.results import atomic_path  # noqa: E402
+from collapse_jax.files import atomic_path  # noqa: E402
+from collapse_jax.results import Results, chain_generations  # noqa: E402
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -100,12 +101,14 @@ def plot_metric(results: Results, metric: str, path: str | os.PathLike,
 
 
 def plot_all(results: Results, out_dir: str | os.PathLike) -> list[Path]:
-    """A PNG per metric in ``out_dir`` (``<metric>.png``); image models add ``samples.png``."""
-    from collapse_jax.plots_images import is_image_experiment, sample_grid_figure
-
+    """A PNG per metric in ``out_dir`` (``<metric>.png``), and the model family's own rendering
+    of the samples the run kept (``ModelSpec.render``: e.g. the VAE's ``samples.png``)."""
     out = Path(out_dir)
     blocks = metric_blocks(results)
     paths = [plot_metric(results, m, out / f"{m}.png", blocks) for m in results.metrics]
-    if is_image_experiment(results.experiment):
-        paths.append(sample_grid_figure(results.experiment, out / "samples.png"))
+    samples = results.regime_samples()
+    render = results.spec.spec.render
+    if samples and render is not None:
+        first = next(s for s in results.spec.statics if s.regime == next(iter(samples)))
+        paths.extend(render(samples, first, out))
     return paths

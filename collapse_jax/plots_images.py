@@ -1,8 +1,7 @@
 """Figures of generated images: one row per regime, one column per generation (PNG, Agg).
 
-``sample_grid_figure`` runs the first seed of every regime of an image experiment with
-``snapshots.run_with_snapshots`` and writes ``samples.png``: cell (regime, generation) is a
-mosaic of samples of that generation's model. ``plot_sample_grid`` only draws given arrays.
+``plot_sample_grid`` draws given arrays: cell (regime, generation) is a mosaic of samples of that
+generation's model (the image families' ``render`` calls it with the samples a run kept).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from collapse_jax.config import ConfigError, Experiment  # noqa: E402
+from collapse_jax.files import atomic_path  # noqa: E402
 
 
 def mosaic(images: np.ndarray, shape: tuple[int, int], cols: int | None = None) -> np.ndarray:
@@ -73,56 +72,7 @@ def plot_sample_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
-
-
-def snapshot_generations(generations: int, count: int = 5) -> tuple[int, ...]:
-    """About ``count`` generations spread over ``0 .. generations - 1`` (first and last included).
-
-    >>> snapshot_generations(10)
-    (0, 2, 4, 7, 9)
-    """
-    return tuple(sorted(set(np.linspace(0, generations - 1, count).round().astype(int).tolist())))
-
-
-def is_image_experiment(exp: Experiment) -> bool:
-    """Whether the experiment's source is an image source (so a sample grid makes sense)."""
-    from collapse_jax.data.images import IMAGE_SOURCES
-    from collapse_jax.model import get_model_spec
-
-    return (exp.source or get_model_spec(exp.model).source) in IMAGE_SOURCES
-
-
-def sample_grid_figure(
-    exp: Experiment, path: str | os.PathLike, num: int = 16, seed: int = 0,
-    at: Sequence[int] | None = None,
-) -> Path:
-    """Run seed ``seed`` of every regime of an image experiment and write the sample grid PNG.
-
-    Uses the experiment's first static value of each regime and the default of every swept
-    hyperparameter (its first value).
-    """
-    import jax
-
-    from collapse_jax.data.images import IMAGE_SOURCES
-    from collapse_jax.model import get_model_spec, make_source
-    from collapse_jax.snapshots import run_with_snapshots
-
-    spec = get_model_spec(exp.model)
-    source = exp.source or spec.source
-    if source not in IMAGE_SOURCES:
-        raise ConfigError(f"source={source!r}: sample grids need an image source")
-    at = tuple(at) if at is not None else snapshot_generations(exp.generations)
-    merged = {**spec.hparams, **exp.hparams}
-    hp = {k: v[0] if isinstance(v, tuple) else v for k, v in merged.items()}
-    samples = {}
-    for regime in exp.regimes:
-        static = next(s for s in exp.statics() if s.regime == regime)
-        args = make_source(static).load(static)
-        snaps = run_with_snapshots(static, jax.random.key(exp.root_seed), [seed], hp, args, at, num)
-        samples[regime] = snaps.samples[0]
-    return plot_sample_grid(samples, at, IMAGE_SOURCES[source].shape, path,
-                            title=f"{exp.name}: samples by generation (seed {seed})")

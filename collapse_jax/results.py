@@ -1,70 +1,225 @@
-"""Writing results: the tidy table, the resolved config and a summary, all written atomically.
+"""Results of a run: the tidy table, its summaries, and writing them (atomically) to a directory.
 
-Every file is written to a temporary name in the output directory and moved into place with
-``os.replace``, so a reader (or a crash) never sees a half-written file.
+The table has one row per chain x generation: ``experiment, model, regime, seed, generation``,
+one column per swept field, one per metric (and the flags ``collapsed`` / ``nonfinite``). It is
+assembled from numpy columns without a Python object per row (``tables.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import importlib.metadata
-import json
-import math
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import pandas as pd
 
-from collapse_jax.config import NOT_RESULT_FIELDS, ConfigError, Experiment
-from collapse_jax.experiment import Results, flag_counts
-from collapse_jax.tables import write_csv, write_parquet
+from collapse_jax import tables, theory
+from collapse_jax.chain import FLAGS
+from collapse_jax.config import StaticConfig
+from collapse_jax.files import write_json
+from collapse_jax.validate import RunSpec
+
+#: Columns every results table starts with.
+ID_COLUMNS = ("experiment", "model", "regime", "seed", "generation")
+#: Helper columns of parts and unfinished tables (dropped from the final table).
+ORDER_COLUMNS = ("_group", "_chain")
+#: Files a run writes into its output directory (``--overwrite`` removes these and ``*.png``).
+RUN_FILES = ("metrics.csv", "metrics.parquet", "config.json", "summary.json", "samples.txt")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success move it over ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+@dataclasses.dataclass
+class Results:
+    """Outputs of ``run_experiment``.
+
+    Attributes:
+        table: one row per chain x generation (see the module docstring).
+        spec: the resolved run (``validate.RunSpec``).
+        groups: per StaticConfig: sizes, chains, chunk size, compile and run seconds.
+        metrics: metric names in display order.
+        samples: ``{group index: {generation: samples}}`` of each group's first chain, where
+            the family keeps snapshots (``ModelSpec.snapshot``), else empty.
+    """
+
+    table: pd.DataFrame
+    spec: RunSpec
+    groups: list[dict[str, Any]]
+    metrics: tuple[str, ...]
+    samples: dict[int, dict[int, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def experiment(self):
+        return self.spec.experiment
+
+    @property
+    def swept(self) -> tuple[str, ...]:
+        return tuple(self.spec.swept)
+
+    def theory_curve(self, regime: str, metric: str, facet: dict[str, Any]) -> np.ndarray | None:
+        """Closed-form curve over generations for one facet (swept values), or None."""
+        static = self.spec.static_for(regime, facet)
+        return theory.expected(static, self.spec.hparams_for(facet), metric,
+                               np.arange(self.experiment.generations))
+
+    def regime_samples(self) -> dict[str, dict[int, Any]]:
+        """``{regime: {generation: samples}}`` from each regime's first group."""
+        out: dict[str, dict[int, Any]] = {}
+        for i, static in enumerate(self.spec.statics):
+            if i in self.samples and static.regime not in out:
+                out[static.regime] = self.samples[i]
+        return out
+
+    def final(self) -> pd.DataFrame:
+        """Mean, median, standard error and theory of each metric at the last generation."""
+        return final_summary(self)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+# ----------------------------------------------------------------------------------------------
+# Table assembly
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (NaN becomes null)."""
-    write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+def columns(spec: RunSpec, group: int, metrics: dict[str, np.ndarray], positions: np.ndarray,
+            gen_start: int) -> dict[str, np.ndarray]:
+    """Numeric columns of a group's chains ``positions`` (indices into ``spec.chain_ids``) for
+    generations ``gen_start ..`` (``metrics``: name -> ``[chains, generations]``), chain-major."""
+    static = spec.statics[group]
+    chains, gens = next(iter(metrics.values())).shape
+    positions = np.asarray(positions, np.int64)
+    rows = chains * gens
+    cols: dict[str, Any] = {
+        "_group": np.full(rows, group, np.int64),
+        "_chain": np.repeat(positions, gens),
+        "seed": np.repeat(spec.chain_ids[positions], gens),
+        "generation": np.tile(np.arange(gen_start, gen_start + gens, dtype=np.int32), chains),
+    }
+    for k in spec.swept:
+        cols[k] = np.full(rows, getattr(static, k), np.int64) if k in ("n", "n0", "d") else \
+            np.repeat(spec.hparams[k][positions].astype(static.dtype), gens)
+    for k, v in metrics.items():
+        cols[k] = v.reshape(-1).astype(bool) if k in FLAGS else v.reshape(-1)
+    return cols
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def build_table(spec: RunSpec, cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The table of ``columns`` rows, helper columns dropped: ``ID_COLUMNS``, swept, metrics."""
+    if not cols:
+        return pd.DataFrame()
+    group = cols["_group"]
+    zeros = np.zeros(len(group), np.int32)
+    out: dict[str, Any] = {
+        "experiment": tables.strings([spec.experiment.name], zeros),
+        "model": tables.strings([spec.experiment.model], zeros),
+        "regime": tables.strings([s.regime for s in spec.statics], group),
+    }
+    out.update((k, v) for k, v in cols.items() if k not in out and k not in ORDER_COLUMNS)
+    return tables.frame(out)
 
 
-def versions() -> dict[str, str]:
+def check_complete(spec: RunSpec, cols: dict[str, np.ndarray]) -> None:
+    """Every (group, chain, generation) exactly once (``cols`` sorted by ``SORT_COLUMNS``);
+    raise naming what is wrong otherwise."""
+    expected = len(spec.statics) * spec.chains * spec.experiment.generations
+    rows = len(cols["_group"]) if cols else 0
+    unique = rows
+    if rows > 1:
+        keys = np.stack([cols[k].astype(np.int64) for k in tables.SORT_COLUMNS], axis=1)
+        unique = rows - int(np.all(np.diff(keys, axis=0) == 0, axis=1).sum())
+    if rows != expected or unique != expected:
+        raise RuntimeError(
+            f"results table has {rows} rows ({unique} distinct chain x generation) but "
+            f"the experiment has {expected}: the parts on disk are incomplete or duplicated")
+
+
+def metric_names(spec: RunSpec, table: pd.DataFrame) -> tuple[str, ...]:
+    """The table's metric columns: the model's in its order, then the pool's."""
+    model = tuple(m for m in spec.spec.metrics if m in table and m not in FLAGS)
+    known = set(ID_COLUMNS) | set(spec.swept) | set(spec.spec.metrics) | set(FLAGS)
+    return model + tuple(c for c in table.columns if c not in known)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summaries
+
+
+def chain_generations(table: pd.DataFrame) -> int:
+    """G when the rows are whole chains of generations ``0 .. G-1`` in order (the layout
+    ``run_experiment`` produces), else 0."""
+    if "generation" not in table or not len(table):
+        return 0
+    g = table["generation"].to_numpy()
+    gens = int(g.max()) + 1
+    if len(g) % gens or not np.array_equal(
+            g.reshape(-1, gens), np.broadcast_to(np.arange(gens), (len(g) // gens, gens))):
+        return 0
+    return gens
+
+
+def flag_counts(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> dict[str, Any]:
+    """How many chains hit each flag (``FLAGS``) at any generation, overall and per regime.
+
+    Returns ``{"chains": N, "collapsed": k, "nonfinite": k, "by_regime": {regime: {...}}}``.
+    """
+    present = [f for f in FLAGS if f in table]
+    gens = chain_generations(table)
+    if gens:  # every chain's generations are consecutive rows: reshape instead of group
+        per_chain = {f: table[f].to_numpy(bool).reshape(-1, gens).any(axis=1) for f in present}
+        regimes = table["regime"].iloc[::gens].to_numpy()
+        out: dict[str, Any] = {"chains": int(len(regimes))}
+        out.update({f: int(per_chain[f].sum()) for f in present})
+        out["by_regime"] = {}
+        for r in dict.fromkeys(regimes):
+            mask = regimes == r
+            out["by_regime"][str(r)] = {"chains": int(mask.sum()),
+                                        **{f: int(per_chain[f][mask].sum()) for f in present}}
+        return out
+    keys = ["regime", *swept, "seed"]
+    per_chain = table.groupby(keys, sort=False)[present].any()
+    out = {"chains": int(len(per_chain))}
+    out.update({f: int(per_chain[f].sum()) for f in present})
+    out["by_regime"] = {
+        str(r): {"chains": int(len(f)), **{k: int(f[k].sum()) for k in present}}
+        for r, f in per_chain.groupby(level="regime", sort=False)
+    }
+    return out
+
+
+def final_summary(results: Results) -> pd.DataFrame:
+    """One row per (regime, swept values, metric) at the last generation.
+
+    Columns: ``mean, median, std, sem, theory`` (theory is NaN where there is no closed form).
+    Chains flagged ``nonfinite`` make these inf or NaN, without a warning.
+    """
+    t = results.table
+    last = t[t["generation"] == t["generation"].max()]
+    keys = ["regime", *results.swept]
+    rows = []
+    with np.errstate(invalid="ignore", over="ignore"):
+        for group, frame in last.groupby(keys, sort=False):
+            group = group if isinstance(group, tuple) else (group,)
+            facet = dict(zip(keys, group, strict=True))
+            for m in results.metrics:
+                v = frame[m].to_numpy(np.float64)
+                curve = results.theory_curve(facet["regime"], m, {
+                    k: v_ for k, v_ in facet.items() if k != "regime"})
+                rows.append({
+                    **facet, "metric": m, "mean": v.mean(), "median": np.median(v),
+                    "std": v.std(ddof=1) if v.size > 1 else 0.0,
+                    "sem": v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else 0.0,
+                    "theory": float(curve[-1]) if curve is not None else float("nan"),
+                })
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def versions() -> dict[str, Any]:
     """Versions of the library, Python and the numerical stack, and the device kind."""
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("collapse_jax", "jax", "jaxlib", "flax", "optax", "numpy"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
@@ -74,151 +229,56 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_results(results: Results, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``metrics.csv``, ``metrics.parquet`` (the same table with exact dtypes, faster to
-    load), ``config.json`` and ``summary.json`` into ``out_dir``; return the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics.csv": out / "metrics.csv", "metrics.parquet": out / "metrics.parquet"}
-    write_csv(results.table, paths["metrics.csv"])
-    write_parquet(results.table, paths["metrics.parquet"])
-    paths["config.json"] = out / "config.json"
-    write_json(paths["config.json"], config_record(results.experiment))
-    paths["summary.json"] = out / "summary.json"
-    final = results.final()
-    write_json(paths["summary.json"], {
-        "experiment": results.experiment.name,
-        "model": results.experiment.model,
-        "complete": True,
-        "rows": int(len(results.table)),
-        "chains": int(len(results.table) // results.experiment.generations),
-        "generations": results.experiment.generations,
-        "flags": flag_counts(results.table, results.swept),
-        "timing": results.groups,
-        "final_generation": final.to_dict(orient="records"),
-    })
-    return paths
-
-
-def config_record(exp: Experiment) -> dict[str, Any]:
+def config_record(spec: RunSpec) -> dict[str, Any]:
     """What ``config.json`` holds: the resolved experiment, its static groups, the versions."""
     return {
-        "experiment": exp.to_dict(),
-        "statics": [vars(s) | {"options": dict(s.options)} for s in exp.statics()],
+        "experiment": spec.experiment.to_dict(),
+        "statics": [_static_record(s) for s in spec.statics],
         "versions": versions(),
     }
 
 
-#: Files a run writes into its output directory (``--overwrite`` removes these and ``*.png``).
-RUN_FILES = ("metrics.csv", "metrics.parquet", "config.json", "summary.json")
+def _static_record(static: StaticConfig) -> dict[str, Any]:
+    return vars(static) | {"options": dict(static.options)}
 
 
-def check_output_dir(
-    out_dir: str | os.PathLike, exp: Experiment, *, overwrite: bool = False, resume: bool = False,
-    dry_run: bool = False,
-) -> str:
-    """Refuse an output directory that already holds a different run.
+def summary_record(spec: RunSpec, rows: int, groups: list[dict[str, Any]], **extra) -> dict:
+    """The common part of ``summary.json``: what ran, how much, and its timing per group."""
+    exp = spec.experiment
+    return {"experiment": exp.name, "model": exp.model, "rows": int(rows),
+            "groups_total": len(spec.statics), "timing": groups, **extra}
 
-    Compares the ``experiment`` entry of an existing ``config.json`` with ``exp`` (resolved, as
-    JSON, ignoring ``NOT_RESULT_FIELDS``). Returns ``"new"`` (missing or empty directory),
-    ``"same"`` (it holds this very run: rerunning or resuming it is safe) or ``"overwrite"`` (its
-    run files were removed; with ``dry_run`` nothing is removed).
 
-    Raises:
-        ConfigError: the directory holds a different run, or files that are not a run, and
-            ``overwrite`` is False; or ``resume`` is asked for a different run.
-    """
+def write_results(results: Results, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.csv``, ``metrics.parquet`` (the same table with exact dtypes, faster to
+    load), ``config.json`` and ``summary.json`` into ``out_dir``; return the paths written."""
     out = Path(out_dir)
-    if overwrite and resume:
-        raise ConfigError("--overwrite and --resume: choose one (overwrite discards the old run)")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={str(out)!r}: exists and is not a directory")
-    if not out.exists() or not any(out.iterdir()):
-        return "new"
-    old_path = out / "config.json"
-    old = None
-    if old_path.is_file():
-        try:
-            old = json.loads(old_path.read_text()).get("experiment")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            old = None
-    new = _result_fields(json.loads(json.dumps(_clean(exp.to_dict()))))
-    old = _result_fields(old) if isinstance(old, dict) else old
-    if old == new:
-        return "same"
-    if resume:
-        what = "a different run" if old is not None else "no readable config.json"
-        raise ConfigError(f"out={str(out)!r}: --resume, but it holds {what}"
-                          f"{_differences(old, new)}; use the same config, or --overwrite")
-    if not overwrite:
-        if old is None:
-            raise ConfigError(f"out={str(out)!r}: not empty and holds no collapse-jax run "
-                              f"(no readable config.json); choose a new directory or pass "
-                              f"--overwrite")
-        raise ConfigError(f"out={str(out)!r}: already holds a different run"
-                          f"{_differences(old, new)}; choose a new directory, or pass "
-                          f"--overwrite to replace it")
-    if dry_run:
-        return "overwrite"
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for png in out.glob("*.png"):
-        png.unlink()
-    return "overwrite"
+    spec = results.spec
+    paths = {name: out / name for name in ("metrics.csv", "metrics.parquet", "config.json",
+                                           "summary.json")}
+    tables.write_csv(results.table, paths["metrics.csv"])
+    tables.write_parquet(results.table, paths["metrics.parquet"])
+    write_json(paths["config.json"], config_record(spec))
+    write_json(paths["summary.json"], summary_record(
+        spec, len(results.table), results.groups, complete=True,
+        groups_done=len(results.groups),
+        chains=int(len(results.table) // spec.experiment.generations),
+        generations=spec.experiment.generations,
+        flags=flag_counts(results.table, results.swept),
+        final_generation=results.final().to_dict(orient="records")))
+    return paths
 
 
-#: Experiment fields that do not change the results (a run with other values is the same run).
-
-
-def _result_fields(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in NOT_RESULT_FIELDS}
-
-
-def _differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:
-    if not isinstance(old, dict):
-        return ""
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    parts = [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in keys[:limit]]
-    more = f", +{len(keys) - limit} more" if len(keys) > limit else ""
-    return f" (differs in {', '.join(parts)}{more})" if parts else ""
-
-
-class GroupWriter:
-    """Writes results while a run goes: ``run_experiment(exp, on_group=GroupWriter(out, exp))``.
-
-    ``start()`` writes ``config.json`` and a ``summary.json`` with ``"complete": false``; each
-    finished StaticConfig group updates ``summary.json`` (its rows are kept in memory);
-    ``fail(error)`` records the error and writes ``metrics.csv`` with every finished group's rows.
-    An exception in a later group therefore leaves the earlier groups' rows readable (a killed
-    process keeps its finished generations in ``parts/`` for ``--resume``); ``write_results`` at
-    the end writes the complete outputs. The table is serialised once either way.
-    """
-
-    def __init__(self, out_dir: str | os.PathLike, exp: Experiment):
-        self.out = Path(out_dir)
-        self.exp = exp
-        self.frames: list[pd.DataFrame] = []
-        self.groups: list[dict[str, Any]] = []
-
-    def start(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "config.json", config_record(self.exp))
-        self._summary()
-
-    def __call__(self, frame: pd.DataFrame, group: dict[str, Any]) -> None:
-        self.frames.append(frame)
-        self.groups.append(group)
-        self._summary()
-
-    def fail(self, error: BaseException) -> None:
-        if self.frames:
-            write_csv(pd.concat(self.frames, ignore_index=True), self.out / "metrics.csv")
-        self._summary(error=f"{type(error).__name__}: {' '.join(str(error).split())}")
-
-    def _summary(self, **extra: Any) -> None:
-        rows = int(sum(len(f) for f in self.frames))
-        write_json(self.out / "summary.json", {
-            "experiment": self.exp.name, "model": self.exp.model, "complete": False,
-            "groups_done": len(self.groups), "groups_total": len(self.exp.statics()),
-            "rows": rows, "timing": self.groups, **extra,
-        })
+def write_partial(spec: RunSpec, out_dir: str | Path, cols: dict[str, np.ndarray],
+                  error: BaseException | None = None) -> None:
+    """``metrics.csv`` of the finished groups' rows (``cols``) and a ``summary.json`` saying the
+    run is not complete (with the error, when there is one)."""
+    out = Path(out_dir)
+    table = build_table(spec, cols)
+    if len(table):
+        tables.write_csv(table, out / "metrics.csv")
+    done = len(np.unique(cols["_group"])) if cols else 0
+    extra = {} if error is None else {"error": f"{type(error).__name__}: "
+                                               f"{' '.join(str(error).split())}"}
+    write_json(out / "summary.json", summary_record(spec, len(table), [], complete=False,
+                                                    groups_done=done, **extra))

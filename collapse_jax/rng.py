@@ -4,9 +4,9 @@ JAX lowers the threefry2x32 hash on CPU as a rolled loop of 5 iterations
 (``jax/_src/random/threefry2x32.py``, ``use_rolled_loops=True``). XLA cannot fuse a loop with
 what consumes it, so every random call writes its hash state to memory 5 times, then converts
 it to floats in a separate pass. Here the same hash is written out in ``jnp``, unrolled, so XLA
-fuses the hash, the float conversion and ``erf_inv`` into one loop: 2.3-3x the standard normals
-per second of ``jax.random.normal`` on this machine's 2 CPU cores (whole arrays or vmapped small
-draws alike; measured under load), and bit-identical to it (``tests/test_rng.py``).
+fuses the hash, the float conversion and ``erf_inv`` into one loop: several times the standard
+normals per second of ``jax.random.normal`` on CPU (benchmarks/README.md), and bit-identical to it
+(``tests/test_rng.py``).
 
 The bits are those of ``jax.random`` with ``jax_threefry_partitionable`` on (JAX's default): the
 hash of the 64-bit flat index of each element under the key, the two output words xor-ed for 32
@@ -15,7 +15,7 @@ more elements or a dtype other than float32/float64 falls back to ``jax.random``
 its speed). Like ``jax.random``'s, the functions are jitted (a multiply-add rounds the same
 inside and outside a caller's jit). Draws of any shape are computed flat and reshaped. XLA CPU
 vectorises the generator along the last axis of the result, so a short last axis is slow: under
-``vmap``, a ``[100, 10]`` draw takes about 4x as long as a ``[10, 100]`` one.
+``vmap``, draw ``[10, 100]`` rather than ``[100, 10]``.
 """
 
 from __future__ import annotations
@@ -181,3 +181,27 @@ def _fold_in(key: PRNGKey, msg: jax.Array) -> PRNGKey:
     if kd is None:
         return jax.random.fold_in(key, msg)
     return _wrap(*threefry2x32(kd[0], kd[1], jnp.zeros_like(msg), msg), key)
+
+
+def box_muller(u: jax.Array, d: int) -> jax.Array:
+    """``[num, d]`` independent standard normals from uniforms ``u [2 ceil(d / 2), num]`` in
+    ``[0, 1)`` (Box-Muller), for a caller that draws its uniforms with other random numbers.
+
+    Rows ``2i, 2i + 1`` of ``u`` give normals ``2i, 2i + 1``: ``r = sqrt(-2 log(1 - u_2i))``,
+    ``(r cos 2 pi u_2i+1, r sin 2 pi u_2i+1)``; ``u`` needs ``2 ceil(d / 2)`` rows. float32
+    uniforms (``1 - u >= 2^-23``) cap ``|z|`` at 5.65; ``jax.random.normal``'s cap is about 5.4.
+
+    >>> import jax.numpy as jnp
+    >>> z = box_muller(jnp.array([[0.5], [0.0]]), 2)  # r = sqrt(2 log 2), angle 0
+    >>> [round(float(v), 5) for v in z[0]]
+    [1.17741, 0.0]
+
+    References:
+        Box & Muller 1958, "A note on the generation of random normal deviates", Ann. Math.
+            Statist. 29(2), 610-611.
+    """
+    pairs = -(-d // 2)
+    radius = jnp.sqrt(-2.0 * jnp.log1p(-u[0 : 2 * pairs : 2]))  # [pairs, num]
+    theta = (2.0 * jnp.pi) * u[1 : 2 * pairs : 2]
+    z = jnp.stack([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=1)  # [pairs, 2, num]
+    return z.reshape(2 * pairs, -1)[:d].T

@@ -2,9 +2,9 @@
 
 A run's rows are produced as a dict of numpy columns per (group, chain chunk, generation chunk);
 text columns (experiment, model, regime) are the same for a whole group, so they are added once,
-at the end, as Arrow-backed strings. Nothing here creates a Python object per row: a table of 10^7
-rows is built in about a second and written with Arrow's CSV writer (about 8x faster than
-``DataFrame.to_csv``; float32 values print in their shortest round-trip form).
+at the end, as Arrow-backed strings. Nothing here creates a Python object per row, and the CSV is
+written with Arrow's writer rather than ``DataFrame.to_csv`` (float32 values print in their
+shortest round-trip form).
 
 Parts (``save_columns`` / ``load_columns``) are uncompressed ``.npz`` files of the numeric
 columns, written atomically; reading them back gives the exact arrays (dtypes included).
@@ -20,14 +20,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from collapse_jax.files import atomic_path
+
 #: Columns every part and table sort by: group, chain position, generation.
 SORT_COLUMNS = ("_group", "_chain", "generation")
 
 
 def save_columns(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
     """Write numeric ``columns`` (equal lengths) to ``path`` (``.npz``) atomically."""
-    from collapse_jax.results import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: np.asarray(v) for k, v in columns.items()})
 
@@ -82,8 +82,6 @@ def frame(columns: Mapping[str, np.ndarray | pd.Series]) -> pd.DataFrame:
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``table`` as CSV atomically with Arrow's writer (no index; quotes only where
     needed; booleans as ``true``/``false``, which ``pandas.read_csv`` reads back as bool)."""
-    from collapse_jax.results import atomic_path
-
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     header = ",".join(_csv_field(str(c)) for c in table.columns) + "\n"
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -100,8 +98,6 @@ def _csv_field(text: str) -> str:
 
 def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``table`` as Parquet atomically (exact dtypes; the fast way to load a big run)."""
-    from collapse_jax.results import atomic_path
-
     with atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, one pytest process per test file (plus one for the doctests), TEST_JOBS of them
-# at a time (default 2, the cores CI has; TEST_JOBS=1 runs them one after another).
+# The test suite, one pytest process per test file (the docstring examples are
+# tests/test_doctests.py), TEST_JOBS of them at a time (default 2, the cores CI has; TEST_JOBS=1 runs them one after another).
 #
 # Why one process per file: after a few hundred XLA compiles in one process, XLA's CPU compiler
 # has crashed (segfault inside backend_compile) on this machine with jaxlib 0.10.2; every file
@@ -15,7 +15,8 @@ logs="$(mktemp -d)"
 slow=(tests/test_contract.py tests/test_scale.py tests/test_classical.py tests/test_oracle.py
       tests/test_gaussian_fast_path.py)
 targets=("${slow[@]}")
-for t in collapse_jax tests/test_*.py; do
+shopt -s nullglob
+for t in tests/test_*.py tests/*/test_*.py; do
   [[ " ${slow[*]} " == *" $t "* ]] || targets+=("$t")
 done
 

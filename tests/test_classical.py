@@ -13,8 +13,10 @@ import pytest
 
 from collapse_jax import MODELS, StaticConfig, run_sweep, theory
 from collapse_jax.chain import draw_real, make_chain
+from collapse_jax.data.synthetic import true_means
+from collapse_jax.data.toy2d import toy_points
 from collapse_jax.models import gmm as G
-from collapse_jax.models.kde import kde_log_density, toy_points
+from collapse_jax.models.kde_kernels import kde_log_density
 
 
 def _sweep(static, hp, chains, root=0):
@@ -145,7 +147,7 @@ def test_box_muller_normals_odd_dimension():
     # and the pair (0, 1) jointly: |z|^2 ~ chi^2_2
     from scipy import stats
 
-    from collapse_jax.models.kde import normals
+    from collapse_jax.rng import box_muller as normals
 
     z = np.asarray(normals(jax.random.uniform(jax.random.key(8), (4, 30_000)), 3), np.float64)
     assert z.shape == (30_000, 3)
@@ -191,7 +193,7 @@ def test_gmm_em_increases_loglik_monotonically():
     with jax.enable_x64(True):
         key = jax.random.key(4)
         k_x, k_init = jax.random.split(key)
-        means = G.true_means(3, 2, 3.0).astype(jnp.float64)
+        means = true_means(3, 2, 3.0).astype(jnp.float64)
         c = jax.random.randint(k_x, (300,), 0, 3)
         x = means[c] + 0.7 * jax.random.normal(jax.random.fold_in(k_x, 1), (300, 2),
                                                jnp.float64)
@@ -297,7 +299,7 @@ def test_linear_regression_fast_path_equals_row_pool(regime):
     under ``accumulate`` (the sums are added in another order; 2e-5 measured), over 30
     generations of 16 chains (whole chains in one program: ``compiled_sweep_fn``); the pool
     reports the same size and real fraction."""
-    from collapse_jax.sweep import compiled_sweep_fn
+    from collapse_jax.programs import reference_program as compiled_sweep_fn
 
     out = {}
     for fast in (True, False):
@@ -317,7 +319,7 @@ def test_linear_regression_fast_path_equals_row_pool(regime):
 
 def test_linear_regression_fast_path_pool_stays_small():
     """The fast path's state does not grow with the generations (the row pool's does)."""
-    from collapse_jax.sweep import bytes_per_chain
+    from collapse_jax.plan import bytes_per_chain
 
     def size(fast, gens):
         return bytes_per_chain(StaticConfig(model="linear_regression", regime="accumulate",

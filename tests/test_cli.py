@@ -117,3 +117,17 @@ def test_persistent_compilation_cache_is_used_and_changes_nothing(tmp_path, monk
     assert sorted(p.name for p in cache.iterdir()) == entries
     assert (tmp_path / "run0" / "metrics.csv").read_bytes() == \
         (tmp_path / "run1" / "metrics.csv").read_bytes()
+
+
+def test_dry_run_prints_the_chunk_sizes_the_run_uses(tmp_path, capsys):
+    """``--dry-run`` and the run share one planner: with one seed the plan pads to
+    ``plan.MIN_CHAINS_PER_DEVICE`` chains per device (the former dry-run planner printed 1)."""
+    args = ["run", "configs/gaussian.py", "--set", "seeds=1", "--set", "generations=3",
+            "--set", "n=6,12", "--set", "d=2", "--set", "n_test=8", "--set", "regime=replace"]
+    assert cli.main([*args, "--dry-run"]) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines()
+             if ln.strip().startswith("replace")]
+    printed = [int(cols[-2]) for cols in lines]
+    assert cli.main([*args, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    timing = json.loads((tmp_path / "o" / "summary.json").read_text())["timing"]
+    assert printed == [g["chunk_size"] for g in timing] == [2, 2]

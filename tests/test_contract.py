@@ -14,7 +14,8 @@ import pytest
 import collapse_jax as cj
 from collapse_jax import chain as C
 from collapse_jax.config import ConfigError
-from collapse_jax.sweep import compiled_sweep_fn
+from collapse_jax.programs import reference_program as compiled_sweep_fn
+from collapse_jax.validate import statics
 
 GENERATIONS = 3
 
@@ -29,7 +30,7 @@ def _example_static(model: str, regime: str) -> cj.StaticConfig:
         cj.validate(exp)
     except ConfigError as e:  # the regime does not apply to this model/source
         pytest.skip(f"{model} x {regime}: {e}")
-    return exp.statics()[0]
+    return statics(exp)[0]
 
 
 def _hparams(model: str, bump: float = 0.0) -> dict:
@@ -37,7 +38,7 @@ def _hparams(model: str, bump: float = 0.0) -> dict:
 
     defaults = dict(cj.MODELS[model].hparams)
     try:  # regime hyperparameters, where the registry has them
-        from collapse_jax.pool import REGIME_HPARAMS
+        from collapse_jax.regimes import REGIME_HPARAMS
     except ImportError:
         REGIME_HPARAMS = {}
     for hp in REGIME_HPARAMS.values():
@@ -108,7 +109,7 @@ def test_advance_compiles_once_across_chunks():
     key = jax.random.key(0)
     real = C.draw_real(chain, key, hp, {})
     state, _ = C.init(chain, key, hp, real)
-    adv = jax.jit(lambda s, g0, k, h, r: C.advance(chain, s, g0, 1, k, h, r))
+    adv = jax.jit(lambda s, g0, k, h, r: C.advance(chain, s, g0, g0 + 1, 1, k, h, r))
     for g in (1, 2):
         state, _ = adv(state, jnp.int32(g), key, hp, real)
     assert adv._cache_size() == 1

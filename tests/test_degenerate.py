@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 import collapse_jax as cj
-from collapse_jax.experiment import flag_counts
 from collapse_jax.pool import init_pool
+from collapse_jax.results import flag_counts
+from collapse_jax.validate import statics
 
 METRIC_COLUMNS = {
     "gaussian": ["trace_ratio", "logdet_ratio", "mean_error", "w2", "nll", "pool_size"],
@@ -31,7 +32,7 @@ def _run(**kw):
     exp = cj.Experiment(name="degenerate", **{"n_test": 16, **kw})
     r = cj.run_experiment(exp)
     t = r.table
-    assert len(t) == len(exp.statics()) * exp.seeds * len(
+    assert len(t) == len(statics(exp)) * exp.seeds * len(
         exp.hparam_grid(cj.MODELS[exp.model].hparams)) * exp.generations
     assert t["collapsed"].dtype == bool and t["nonfinite"].dtype == bool
     return r, t
@@ -218,7 +219,7 @@ def test_kde_all_points_identical_is_flagged_and_finite(kde_identical):
     # over the test set's at or below COLLAPSE_FLOOR (models/kde.py); the expectation here comes
     # from another column: a pool of identical points is exactly the one whose rule-of-thumb
     # bandwidth sits at the floor (any two distinct moon points give h >> 1e-6).
-    from collapse_jax.models.kde import MIN_BANDWIDTH
+    from collapse_jax.models.kde_kernels import MIN_BANDWIDTH
 
     r, t = kde_identical
     assert np.isfinite(t[KDE_COLUMNS].to_numpy()).all() and not t["nonfinite"].any()
@@ -245,7 +246,7 @@ def test_kde_all_points_identical_is_flagged_and_finite(kde_identical):
 @pytest.mark.parametrize("bandwidth", ["scott", "silverman", "fixed"])
 def test_kde_collapsed_hook_on_identical_and_distinct_points(bandwidth):
     # Hand-built pools (no chain): 5 copies of one point vs. the same with one point moved.
-    from collapse_jax.models.kde import COLLAPSE_FLOOR, MIN_BANDWIDTH
+    from collapse_jax.models.kde_kernels import COLLAPSE_FLOOR, MIN_BANDWIDTH
 
     static = cj.StaticConfig(model="kde", regime="replace", n0=5, n=5, d=2, generations=2,
                              n_test=8, options=(("bandwidth", bandwidth),))

@@ -43,5 +43,5 @@ def test_experiment_is_reproducible_and_seeds_differ():
     assert a.equals(b)
     by_seed = a[a.generation == 3].set_index("seed")["trace_ratio"]
     assert by_seed.nunique() == 3
-    c = cj.run_experiment(exp.override(["root_seed=1"])).table
+    c = cj.run_experiment(cj.override(exp, ["root_seed=1"])).table
     assert not np.array_equal(a["trace_ratio"].to_numpy(), c["trace_ratio"].to_numpy())

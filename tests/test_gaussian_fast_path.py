@@ -18,7 +18,7 @@ from scipy import stats
 import collapse_jax as cj
 from collapse_jax import StaticConfig, make_chain, run_sweep, theory
 from collapse_jax.metrics import psd_cholesky
-from collapse_jax.models.gaussian import bartlett_factor, chisquare, merge, statistics
+from collapse_jax.models.gaussian_fast import bartlett_factor, chisquare, merge, statistics
 
 SEEDS = 1000
 GENS = (1, 5, 20)

@@ -22,14 +22,14 @@ from scipy import integrate, stats
 from collapse_jax import StaticConfig, make_chain, run_chain
 from collapse_jax.config import hparams_from
 from collapse_jax.metrics import pivoted_cholesky, psd_cholesky, psd_sqrt
-from collapse_jax.models.gaussian import (
+from collapse_jax.models.gaussian_fast import (
     CHI2_EXHAUST,
     COLLAPSE_FLOOR,
     MT_REJECT,
     _binomial_below,
     _first_after,
-    _moment_nll,
     chisquare,
+    moment_nll,
     stream_size,
 )
 from collapse_jax.pool import masked_cov, masked_root
@@ -276,7 +276,7 @@ def test_moment_nll_matches_per_point_likelihood(n):
     for seed in range(5):
         x = np.random.default_rng(seed).standard_normal((n, d)) * np.exp(rs.standard_normal(d))
         mean, cov = x.mean(0), np.cov(x.T, bias=True).astype(np.float32).astype(np.float64)
-        got = float(_moment_nll(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32),
+        got = float(moment_nll(jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32),
                                 jnp.float32(np.trace(cov)), truth))
         ridged = cov + (1e-6 * np.trace(cov) / d + COLLAPSE_FLOOR * d / d) * np.eye(d)
         ref = -stats.multivariate_normal(mean, ridged).logpdf(test).mean()

@@ -11,7 +11,9 @@ import pytest
 import collapse_jax as cj
 from collapse_jax import cli
 from collapse_jax import experiment as E
-from collapse_jax.results import GroupWriter
+from collapse_jax.files import write_json
+from collapse_jax.results import config_record, write_partial
+from collapse_jax.store import finished_columns
 
 
 class Boom(RuntimeError):
@@ -19,8 +21,8 @@ class Boom(RuntimeError):
 
 
 def _fail_in_group(monkeypatch, failing: int):
-    """Make ``run_sweep`` raise on its ``failing``-th call (0-based); earlier calls run."""
-    real = E.run_sweep
+    """Make ``prepare_sweep`` raise for its ``failing``-th group (0-based); earlier groups run."""
+    real = E.prepare_sweep
     calls = []
 
     def flaky(static, *args, **kwargs):
@@ -29,7 +31,7 @@ def _fail_in_group(monkeypatch, failing: int):
             raise Boom(f"simulated crash in group {failing} (n={static.n})")
         return real(static, *args, **kwargs)
 
-    monkeypatch.setattr(E, "run_sweep", flaky)
+    monkeypatch.setattr(E, "prepare_sweep", flaky)
     return calls
 
 
@@ -37,22 +39,23 @@ def test_exception_in_a_later_group_leaves_earlier_rows_on_disk(tmp_path, monkey
     # sizes shared with the CLI tests (one compiled program per group, reused across tests)
     exp = cj.Experiment(name="crash", model="gaussian", regimes=("replace", "accumulate"),
                         seeds=2, generations=3, n=6, d=2, n_test=8, chunk_size=2)
+    spec = cj.resolve(exp)
     calls = _fail_in_group(monkeypatch, failing=1)
-    writer = GroupWriter(tmp_path, exp)
-    writer.start()
+    write_json(tmp_path / "config.json", config_record(spec))
     with pytest.raises(Boom) as info:
-        E.run_experiment(exp, on_group=writer)
+        E.run_experiment(spec, out_dir=tmp_path)
     assert len(calls) == 2
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["complete"] is False and summary["groups_done"] == 1
-    assert summary["groups_total"] == 2 and summary["rows"] == 6
-    assert "error" not in summary
-    writer.fail(info.value)  # what the CLI does on the way out: the finished rows, the error
+    rows_per_group = spec.chains * exp.generations
+    done = finished_columns(tmp_path, rows_per_group)  # the finished group's rows, from parts
+    assert len(done["_group"]) == 6 and set(done["_group"].tolist()) == {0}
+    write_partial(spec, tmp_path, done, error=info.value)  # what the CLI does on the way out
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert len(table) == 1 * 2 * 3  # group replace: 2 seeds, 3 generations
     assert set(table["regime"]) == {"replace"}
     assert not table.drop(columns=["collapsed", "nonfinite"]).isna().any().any()
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"] is False and summary["groups_done"] == 1
+    assert summary["groups_total"] == 2 and summary["rows"] == 6
     assert summary["error"] == "Boom: simulated crash in group 1 (n=6)"
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["experiment"]["regimes"] == ["replace", "accumulate"]
@@ -108,11 +111,11 @@ def test_checkpoint_interval_grows_with_the_measured_save_time(tmp_path, monkeyp
 
     import numpy as np
 
-    from collapse_jax import checkpoint as ck
+    from collapse_jax import store as st
 
     now = [0.0]
-    monkeypatch.setattr(ck, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    store = ck.RunStore(tmp_path, {"x": 1}, every_seconds=every)
+    monkeypatch.setattr(st, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    store = st.RunStore(tmp_path, {"x": 1}, every_seconds=every)
     store.ckpt.close()
     store.ckpt = fake = _FakeCheckpointer(10.0)
     saved_at = []

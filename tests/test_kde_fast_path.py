@@ -27,7 +27,7 @@ from scipy import stats
 import collapse_jax as cj
 from collapse_jax import chain as C
 from collapse_jax.config import ConfigError
-from collapse_jax.models.kde import merge_moments, moments, prefix_weighted_indices
+from collapse_jax.models.kde_kernels import merge_moments, moments, prefix_weighted_indices
 from collapse_jax.pool import init_pool, origin_weights, weighted_indices, write
 
 RTOL = 2e-6

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from collapse_jax import pool as P
+from collapse_jax import regimes as R
 
 
 def _consistent(p: P.Pool, view: bool = False) -> None:
@@ -24,8 +25,8 @@ def _consistent(p: P.Pool, view: bool = False) -> None:
 @pytest.mark.parametrize("name", ["replace", "accumulate", "accumulate_subsample"])
 @pytest.mark.parametrize("n0,n,gens", [(5, 5, 4), (3, 7, 3), (8, 2, 5)])
 def test_regimes_keep_shapes_and_masks(name, n0, n, gens):
-    factory = {"replace": P.replace, "accumulate": P.accumulate,
-               "accumulate_subsample": P.accumulate_subsample}[name]
+    factory = {"replace": R.replace, "accumulate": R.accumulate,
+               "accumulate_subsample": R.accumulate_subsample}[name]
     regime = factory(n0, n, gens)
     real = {"x": jnp.arange(n0 * 2, dtype=jnp.float32).reshape(n0, 2),
             "y": jnp.ones((n0,), jnp.int32)}
@@ -70,7 +71,7 @@ def test_regimes_keep_shapes_and_masks(name, n0, n, gens):
 
 
 def test_accumulate_capacity_is_exact_and_overflow_is_flagged():
-    regime = P.accumulate(4, 3, 3)  # capacity 4 + 2 * 3
+    regime = R.accumulate(4, 3, 3)  # capacity 4 + 2 * 3
     assert regime.capacity == 10
     pool = regime.init(jnp.zeros((4, 1), jnp.float32))
     for g in (1, 2):

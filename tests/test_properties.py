@@ -24,13 +24,8 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import collapse_jax as cj
-from collapse_jax.config import (
-    ConfigError,
-    Experiment,
-    experiment_hparam_range,
-    known_hparams,
-    validate,
-)
+from collapse_jax.config import ConfigError, Experiment
+from collapse_jax.validate import experiment_hparam_range, known_hparams, statics, validate
 
 MODELS = sorted(cj.MODELS)
 REGIMES = list(cj.REGIMES)
@@ -179,7 +174,7 @@ def _rejects_cleanly(exp: Experiment) -> ConfigError | None:
 def test_random_field_values_are_accepted_or_rejected_with_one_line(pair, field, value):
     exp = dataclasses.replace(_base(*pair), **{field: value})
     if _rejects_cleanly(exp) is None:  # accepted: then it is a usable experiment
-        assert exp.statics() and all(isinstance(s.n, int) for s in exp.statics())
+        assert statics(exp) and all(isinstance(s.n, int) for s in statics(exp))
 
 
 @FAST
@@ -190,7 +185,7 @@ def test_random_field_values_are_accepted_or_rejected_with_one_line(pair, field,
               st.integers(-5, 50).map(str))), min_size=1, max_size=3))
 def test_random_set_strings_never_traceback(pair, items):
     try:
-        exp = _base(*pair).override([f"{k}={v}" for k, v in items])
+        exp = cj.override(_base(*pair), [f"{k}={v}" for k, v in items])
     except ConfigError as e:
         assert "\n" not in str(e)
         return

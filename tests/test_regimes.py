@@ -10,17 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import collapse_jax as cj
 from collapse_jax import ConfigError, Experiment, StaticConfig, validate
 from collapse_jax.chain import make_chain
-from collapse_jax.pool import (
-    Pool,
-    fixed_real_mix,
-    fresh_real_mix,
-    origin_weights,
-    regime_hparams,
-    sample_weighted_indices,
-    window,
-)
+from collapse_jax.pool import Pool, origin_weights, sample_weighted_indices
+from collapse_jax.regimes import fixed_real_mix, fresh_real_mix, regime_hparams, window
+from collapse_jax.validate import statics
 
 
 def _consistent(pool: Pool) -> None:
@@ -132,8 +127,8 @@ def test_regime_hparams_are_accepted_and_ranged():
         validate(_exp(lam_max=0))
     with pytest.raises(ConfigError, match="window=0"):
         validate(_exp(regimes=("window",), window=0))
-    e = _exp().override(["lam=0.25", "window=4", "lam_max=2.0"])
-    assert e.hparams["lam"] == 0.25 and e.window == 4 and e.statics()[0].lam_max == 2.0
+    e = cj.override(_exp(), ["lam=0.25", "window=4", "lam_max=2.0"])
+    assert e.hparams["lam"] == 0.25 and e.window == 4 and statics(e)[0].lam_max == 2.0
 
 
 def test_fresh_real_mix_needs_a_source_with_fresh():
@@ -156,7 +151,7 @@ def test_hparam_grid_includes_regime_defaults():
     last = t[t.generation == 1]
     # pool size after the update: n0 + round(lam n0)
     np.testing.assert_array_equal(last["pool_size"], 10 + np.round(last["lam"] * 10))
-    assert dataclasses.asdict(r.experiment.statics()[0])["lam_max"] == 2.0
+    assert dataclasses.asdict(statics(r.experiment)[0])["lam_max"] == 2.0
     # window has no hyperparameter: the default grid of a window experiment is the model's
     assert r.experiment.hparam_grid({"sigma": 1.0}) == [{"lam": 0.5, "sigma": 1.0},
                                                         {"lam": 2.0, "sigma": 1.0}]

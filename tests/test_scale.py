@@ -23,7 +23,9 @@ import collapse_jax as cj
 from collapse_jax import cli
 from collapse_jax.checkpoint import CheckpointWarning
 from collapse_jax.config import ConfigError
-from collapse_jax.sweep import make_mesh, plan_sweep, run_sweep
+from collapse_jax.mesh import make_mesh
+from collapse_jax.plan import bytes_per_chain, plan_sweep
+from collapse_jax.sweep import prepare_sweep, run_sweep, sweep_chunks
 from collapse_jax.tables import load_columns, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,16 +71,30 @@ def test_generation_chunks_equal_one_chunk_bitwise(model, regime, n, d, runs):
             np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=f"{k} {gens}")
 
 
+def _observed(static, root, ids, hp, on_chunk, **plan_kw):
+    """``run_sweep``'s metrics, with ``on_chunk`` called on every chunk ``sweep_chunks`` yields
+    (one chain chunk)."""
+    mesh = make_mesh()
+    plan = plan_sweep(static, {}, len(ids), devices=mesh.devices.size, **plan_kw)
+    setup = prepare_sweep(static, root, ids, hp, {}, plan=plan, mesh=mesh)
+    parts = []
+    for out in sweep_chunks(setup):
+        on_chunk(out)
+        parts.append(out.metrics)
+    return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+
+
 def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatch):
+    from collapse_jax import plan as planmod
     from collapse_jax import sweep
 
     static, ids, root = _static(*BITWISE[0][:4], generations=12), np.arange(4), jax.random.key(4)
     plan = plan_sweep(static, {}, 4, devices=1)
-    assert plan.chunk_seconds == sweep.CHUNK_SECONDS and plan.generation_chunk == 11
+    assert plan.chunk_seconds == planmod.CHUNK_SECONDS and plan.generation_chunk == 11
     sizer = sweep._ChunkSizer(plan)
     assert sizer.length() == 1
     sizer.record(1, 0.5, init=False)  # 0.5 s per generation -> CHUNK_SECONDS / 0.5
-    assert sizer.length() == int(sweep.CHUNK_SECONDS / 0.5)
+    assert sizer.length() == int(planmod.CHUNK_SECONDS / 0.5)
     sizer.record(4, 1e-4, init=False)
     assert sizer.length() == 11  # at most the compiled scan length
     sizer.record(1, 100.0, init=False)
@@ -103,32 +119,32 @@ def test_time_sized_chunks_first_one_generation_then_by_measured_rate(monkeypatc
     # then at least CHUNK_SECONDS / 0.15 = 13 generations, capped by the 10 that are left
     spans = []
     whole = run_sweep(static, root, ids, _hp("gaussian", 4), {}, generation_chunk=11)
-    monkeypatch.setattr(sweep, "CHUNK_SECONDS", 2.0)
+    monkeypatch.setattr(planmod, "CHUNK_SECONDS", 2.0)
     clock = iter(np.arange(0.0, 1000.0, 0.05))
     monkeypatch.setattr(sweep.time, "perf_counter", lambda: float(next(clock)))
-    r = run_sweep(static, root, ids, _hp("gaussian", 4), {},
-                  on_chunk=lambda out: spans.append((out.gen_start, out.gen_stop)))
+    metrics = _observed(static, root, ids, _hp("gaussian", 4),
+                        lambda out: spans.append((out.gen_start, out.gen_stop)))
     assert spans == [(0, 1), (1, 2), (2, 12)]
     for k in whole.metrics:
-        np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
+        np.testing.assert_array_equal(whole.metrics[k], metrics[k], err_msg=k)
 
 
 def test_slow_host_work_does_not_shrink_time_sized_chunks(monkeypatch):
     """A boundary whose host work (parts, checkpoint) outlasts the device's chunk must not pin
     the chunks to one generation each: before the fix every call measured the host's 0.2 s and
     ran int(0.25 / 0.2) = 1 generation, i.e. 39 calls for 40 generations."""
-    from collapse_jax import sweep
+    from collapse_jax import plan as planmod
 
     static, ids, root = _static(*BITWISE[0][:4], generations=40), np.arange(4), jax.random.key(4)
     whole = run_sweep(static, root, ids, _hp("gaussian", 4), {}, generation_chunk=39)
-    monkeypatch.setattr(sweep, "CHUNK_SECONDS", 0.25)
+    monkeypatch.setattr(planmod, "CHUNK_SECONDS", 0.25)
     spans = []
 
     def slow_boundary(out):
         spans.append((out.gen_start, out.gen_stop))
         time.sleep(0.2)
 
-    r = run_sweep(static, root, ids, _hp("gaussian", 4), {}, on_chunk=slow_boundary)
+    metrics = _observed(static, root, ids, _hp("gaussian", 4), slow_boundary)
     starts = [a for a, _ in spans]
     assert starts == sorted(starts) and spans[-1][1] == 40
     assert all(b == c for (_, b), (c, _) in zip(spans[:-1], spans[1:], strict=True))
@@ -136,7 +152,7 @@ def test_slow_host_work_does_not_shrink_time_sized_chunks(monkeypatch):
     # 0.2 s / HOST_SHARE = 4 s of work): a handful of calls, not ~40
     assert len(spans) <= 8, spans
     for k in whole.metrics:
-        np.testing.assert_array_equal(whole.metrics[k], r.metrics[k], err_msg=k)
+        np.testing.assert_array_equal(whole.metrics[k], metrics[k], err_msg=k)
 
 
 def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
@@ -145,7 +161,7 @@ def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
     their generations (linear regression, 10,000 chains, d = 32: 0.65 s per call for two
     100 x 32 designs per chain, against 0.02 s per generation)."""
     from collapse_jax import chain as C
-    from collapse_jax import sweep
+    from collapse_jax import programs
 
     static = cj.StaticConfig(model="linear_regression", regime="replace", n0=9, n=9, d=3,
                              generations=5, n_test=7)
@@ -153,14 +169,14 @@ def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
     real_draw = C.draw_real
     monkeypatch.setattr(C, "draw_real", lambda *a: draws.append(1) or real_draw(*a))
     mesh, impl = make_mesh(), "threefry2x32"
-    state, real = sweep.abstract_state(static, {}, 2, mesh, real=True)
+    state, real = programs.abstract_state(static, {}, 2, mesh)
     draws.clear()
     ids = jax.ShapeDtypeStruct((2,), jnp.int32)
     hp = {"sigma": jax.ShapeDtypeStruct((2,), jnp.float32)}
     root, g = jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32)
-    sweep._advance_program(static, impl, mesh, 4).lower(state, real, g, g, root, ids, hp, {})
+    programs.advance_program(static, impl, mesh, 4).lower(state, real, g, g, root, ids, hp, {})
     assert draws == []
-    sweep._init_program(static, impl, mesh).lower(root, ids, hp, {})
+    programs.init_program(static, impl, mesh).lower(root, ids, hp, {})
     assert draws == [1]
 
 
@@ -168,26 +184,26 @@ def test_memory_estimate_counts_the_largest_temporary():
     """The KDE's test-by-pool kernel matrix (n_test x capacity float32) is far larger than its
     state; the estimate adds it (it used to count 4x the state only: ~16 KB per chain where
     ~46 KB were measured at n = n_test = 100), and it finds arrays inside loop bodies."""
-    from collapse_jax import sweep as S
+    from collapse_jax import plan as S
 
     static = cj.StaticConfig(model="kde", regime="replace", n0=100, n=100, d=2, generations=3,
                              n_test=300)
-    shapes = S._generation_shapes(static, {})
-    kept = sum(S._nbytes(x) for x in jax.tree.leaves(shapes))
+    shapes = S.generation_shapes(static, {})
+    kept = sum(S.nbytes(x) for x in jax.tree.leaves(shapes))
     assert kept < 300 * 100 * 4 / 4
-    assert S._largest_temporary(static, {}, shapes) >= 300 * 100 * 4
+    assert S.largest_temporary(static, {}, shapes) >= 300 * 100 * 4
     assert S.bytes_per_chain(static, {}) >= 4 * kept + 300 * 100 * 4
 
     def scanned(x):  # a [500, 500] intermediate only inside the scan body
         return jax.lax.scan(lambda c, _: (c, jnp.sum(jnp.outer(c, c))), x, None, length=3)
 
     jaxpr = jax.make_jaxpr(scanned)(jnp.zeros((500,), jnp.float32)).jaxpr
-    assert S._largest_array(jaxpr) == 500 * 500 * 4
+    assert S.largest_array(jaxpr) == 500 * 500 * 4
 
 
 def test_memory_plan_names_chunk_size():
     static = _static("gaussian", "accumulate", 50, 4, generations=20)
-    one = cj.sweep.bytes_per_chain(static, {})
+    one = bytes_per_chain(static, {})
     plan = plan_sweep(static, {}, 10, budget=4 * one, devices=1)
     assert plan.chunk_size == 4 and plan.n_chunks == 3  # balanced: 4 + 4 + 2(pad)
     plan = plan_sweep(static, {}, 10, budget=4 * one, devices=2)
@@ -209,19 +225,19 @@ def test_cpu_batches_are_capped_by_bytes(monkeypatch):
     """On CPU an automatic batch holds at most ``CPU_BATCH_BYTES`` of estimated chain memory
     (bigger batches ran up to 3.4x slower per chain-generation on 2 cores); an explicit
     ``chunk_size`` and ``CPU_BATCH_BYTES = None`` are not capped, nor is the memory budget."""
-    from collapse_jax import sweep
+    from collapse_jax import plan as planmod
 
     static = _static("gaussian", "accumulate", 50, 4, generations=20)
-    one = sweep.bytes_per_chain(static, {})
-    monkeypatch.setattr(sweep, "CPU_BATCH_BYTES", 10 * one)
+    one = bytes_per_chain(static, {})
+    monkeypatch.setattr(planmod, "CPU_BATCH_BYTES", 10 * one)
     plan = plan_sweep(static, {}, 25, budget=100 * one, devices=1)
     assert plan.chunk_size == 9 and plan.n_chunks == 3  # balanced: 9 + 9 + 7 (2 padded)
     assert plan_sweep(static, {}, 25, budget=100 * one, devices=1,
                       chunk_size=25).chunk_size == 25
     assert plan_sweep(static, {}, 25, budget=5 * one, devices=1).chunk_size == 5  # memory
-    monkeypatch.setattr(sweep, "CPU_BATCH_BYTES", one // 2)  # never below two chains
+    monkeypatch.setattr(planmod, "CPU_BATCH_BYTES", one // 2)  # never below two chains
     assert plan_sweep(static, {}, 25, budget=100 * one, devices=1).chunk_size == 2
-    monkeypatch.setattr(sweep, "CPU_BATCH_BYTES", None)
+    monkeypatch.setattr(planmod, "CPU_BATCH_BYTES", None)
     assert plan_sweep(static, {}, 25, budget=100 * one, devices=1).chunk_size == 25
 
 
@@ -295,7 +311,7 @@ def test_one_device_and_eight_fake_devices_agree_bitwise(tmp_path):
     one batch): the Gaussian, linear regression and categorical families under ``replace`` and
     ``accumulate`` (and the Gaussian under ``accumulate_subsample``) agree bit for bit. So does a
     sweep of 8 chains on the 8 devices, which the plan pads to 2 per device
-    (``sweep.MIN_CHAINS_PER_DEVICE``; one chain per device gave different Gaussian covariances
+    (``plan.MIN_CHAINS_PER_DEVICE``; one chain per device gave different Gaussian covariances
     and linear regression errors, because XLA lowers the dots of a batch of one differently).
 
     Regression test for the Gaussian fit, which used to differ by 1 ulp: XLA's CPU algebraic
@@ -466,11 +482,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, damage):
 def test_resume_refuses_a_different_experiment(tmp_path):
     out = tmp_path / "o"
     _run_until(EXP, out, calls=4)
-    other = EXP.override(["root_seed=5"])
+    other = cj.override(EXP, ["root_seed=5"])
     with pytest.raises(ConfigError, match="different run.*root_seed"):
         cj.run_experiment(other, out_dir=out, resume=True)
     # chunking knobs may change on resume: results do not depend on them
-    res = cj.run_experiment(EXP.override(["generation_chunk=2", "keep_checkpoints=1"]),
+    res = cj.run_experiment(cj.override(EXP, ["generation_chunk=2", "keep_checkpoints=1"]),
                             out_dir=out, resume=True)
     assert res.table.equals(cj.run_experiment(EXP).table)
 

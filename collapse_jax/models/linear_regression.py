@@ -36,29 +36,9 @@ import jax
 import jax.numpy as jnp
 
 from collapse_jax import linalg as L
-from collapse_jax import pool as P
-from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig, declare_float64
-from collapse_jax.model import GenerativeModel, Source, register_model, register_source
-from collapse_jax.types import RealData
-
-
-@register_source("linear")
-def linear_source(static: StaticConfig) -> Source:
-    """Fixed Gaussian design, w* ~ N(0, I), labels with N(0, sigma^2) noise."""
-    t, d, n_test, dt = static.n0, static.d, static.n_test, jnp.dtype(static.dtype)
-
-    def draw(key, hparams, args):
-        del args
-        k_x, k_w, k_eps, k_xt, k_epst = jax.random.split(key, 5)
-        sigma = hparams["sigma"]
-        w = jax.random.normal(k_w, (d,), dt)
-        x = jax.random.normal(k_x, (t, d), dt)
-        y = x @ w + sigma * jax.random.normal(k_eps, (t,), dt)
-        xt = jax.random.normal(k_xt, (n_test, d), dt)
-        yt = xt @ w + sigma * jax.random.normal(k_epst, (n_test,), dt)
-        return RealData({"x": x, "y": y}, {"x": xt, "y": yt}, {"w": w, "gram": x.T @ x})
-
-    return Source(lambda s: {}, draw)
+from collapse_jax import regimes as R
+from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig
+from collapse_jax.model import GenerativeModel, register_model
 
 
 def _check(static: StaticConfig) -> None:
@@ -88,6 +68,7 @@ def _check(static: StaticConfig) -> None:
     ranges={"sigma": NONNEGATIVE},
     metrics=("test_error", "test_mse"),
     check=_check,
+    float64=True,
     doc="OLS on a fixed Gaussian design relabelled by the previous fit (Gerstgrasser et al.)",
     example={"n0": 12, "n": 12, "d": 3, "n_test": 16},
 )
@@ -134,7 +115,7 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
 
     regime = None
     if fast:
-        regime = P.statistics_regime(
+        regime = R.statistics_regime(
             static.regime, static.n, lambda rows: _block(rows["x"], rows["y"], None, real=True),
             lambda a, b: jax.tree.map(jnp.add, a, b))
     return GenerativeModel(init, fit, sample, evaluate, collapsed, regime=regime)
@@ -150,5 +131,3 @@ def _block(x, y, gram, *, real: bool):
     return {"count": count, "real": count if real else jnp.zeros_like(count),
             "gram": (x.T @ x if gram is None else gram)[None], "rhs": (x.T @ y)[None]}
 
-
-declare_float64("linear_regression")  # computes in static.dtype throughout

@@ -45,9 +45,11 @@ References:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
@@ -129,6 +131,18 @@ _OPTIONS = {
 }
 
 
+def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> list[Path]:
+    """``samples.png``: a row per regime, a column per kept generation, a mosaic of images each
+    (``ModelSpec.render``)."""
+    from collapse_jax.plots_images import plot_sample_grid  # matplotlib loads only to draw
+
+    gens = sorted(next(iter(samples.values())))
+    grid = {regime: np.stack([np.asarray(s[g]) for g in gens]) for regime, s in samples.items()}
+    return [plot_sample_grid(grid, gens, IMAGE_SOURCES[_source_name(static)].shape,
+                             Path(out_dir) / "samples.png",
+                             title="samples by generation (first chain of each regime)")]
+
+
 @register_model(
     "vae",
     source="digits",
@@ -139,6 +153,8 @@ _OPTIONS = {
              "train_loss", "wasted_step_fraction"),
     check=_check,
     doc="MLP VAE (flax nnx, Bernoulli decoder) on real images; Adam in the scan; prior samples",
+    snapshot=16,
+    render=render_samples,
     example={"n0": 24, "n": 24, "d": 64, "n_test": 16,
              "options": {"hidden": 16, "latent": 2, "steps": 10, "batch": 8,
                          "eval_samples": 16}},

@@ -1,0 +1,196 @@
+"""The compiled programs of a sweep: ``jit`` + ``shard_map`` around ``chain.py``, and their cache.
+
+Three programs per StaticConfig, each vmapped over a batch of chains whose axis is sharded over
+the mesh (``mesh.AXIS``); the root key, host data and generation bounds are replicated:
+
+- ``init``: draw each chain's real data and fit generation 0 (the real data stays on the device
+  for the calls that follow, and is drawn again by this program on resume: same program, same
+  bits);
+- ``advance``: generations ``start .. stop - 1`` (``chain.advance``; a loop of static length
+  ``length`` whose traced bounds serve chunks of any length);
+- ``snapshot``: samples of the first chains' fitted models, for pictures.
+
+``compile_sweep`` lowers and compiles them for a plan (cached by shapes and shardings), so a
+caller can time compilation apart from running.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from collapse_jax import chain as C
+from collapse_jax.config import ConfigError, StaticConfig
+from collapse_jax.mesh import AXIS
+from collapse_jax.plan import SweepPlan, abstract_signature, gib, hparam_shapes, memory_budget
+from collapse_jax.types import Array, PRNGKey, PyTree
+
+
+def chain_key(root_data: Array, impl: str, chain_id: Array) -> PRNGKey:
+    """``fold_in(root, chain_id)``, the root passed as key data (a replicated array)."""
+    return jax.random.fold_in(jax.random.wrap_key_data(root_data, impl=impl), chain_id)
+
+
+def _sharded(fn: Callable, mesh: Mesh, batched: tuple[bool, ...], out_batched: Any = True
+             ) -> Callable:
+    """``jit(shard_map(fn))``: every device runs ``fn`` on its own block of chains.
+
+    ``shard_map`` (not automatic partitioning) keeps the per-device program the plain vmapped
+    chain on a local batch. Results are bit-identical on 1 or N devices (and hosts) at the same
+    number of chains per device; with a different batch per device the Gaussian, linear
+    regression and categorical families still agree bitwise (tested), KDE and GMM differ in the
+    last ulp because XLA CPU's ``exp`` / ``log`` depend on the position of an element in a
+    vectorised loop (tests/test_sweep.py). Keep >= 2 chains per device: a batch of one is
+    lowered differently.
+    """
+    specs = tuple(P(AXIS) if b else P() for b in batched)
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)
+    shardings = tuple(NamedSharding(mesh, s) for s in specs)
+    return jax.jit(mapped, in_shardings=shardings, out_shardings=NamedSharding(mesh, P(AXIS)))
+
+
+@functools.lru_cache(maxsize=64)
+def init_program(static: StaticConfig, impl: str, mesh: Mesh) -> Callable:
+    """``(root_data, ids[C], hparams{[C]}, args) -> (state{[C]}, real{[C]}, metrics{[C]})``."""
+    chain = C.make_chain(static)
+
+    def one(root_data, chain_id, hparams, args):
+        key = chain_key(root_data, impl, chain_id)
+        real = C.draw_real(chain, key, hparams, args)
+        state, metrics = C.init(chain, key, hparams, real)
+        return state, real, metrics
+
+    return _sharded(jax.vmap(one, in_axes=(None, 0, 0, None)), mesh, (False, True, True, False))
+
+
+@functools.lru_cache(maxsize=64)
+def advance_program(static: StaticConfig, impl: str, mesh: Mesh, length: int) -> Callable:
+    """``(state{[C]}, real{[C]}, start, stop, root_data, ids[C], hparams{[C]}, args) ->
+    (state{[C]}, metrics{[C, length]})``: generations ``start .. stop - 1`` (at most
+    ``length``); metric rows past ``stop - start`` are zero."""
+    chain = C.make_chain(static)
+
+    def one(state, real, start, stop, root_data, chain_id, hparams, args):
+        key = chain_key(root_data, impl, chain_id)
+        return C.advance(chain, state, start, stop, length, key, hparams, real, args)
+
+    return _sharded(jax.vmap(one, in_axes=(0, 0, None, None, None, 0, 0, None)), mesh,
+                    (True, True, False, False, False, True, True, False))
+
+
+@functools.lru_cache(maxsize=64)
+def snapshot_program(static: StaticConfig, impl: str, mesh: Mesh, num: int) -> Callable:
+    """``(state{[C]}, real{[C]}, generation, root_data, ids[C], hparams{[C]}) -> samples``:
+    ``num`` samples of the first chain's model fit at ``generation`` (replicated output)."""
+    chain = C.make_chain(static)
+
+    def first(state, real, generation, root_data, ids, hparams):
+        pick = lambda tree: jax.tree.map(lambda x: x[0], tree)
+        key = chain_key(root_data, impl, ids[0])
+        return C.snapshot(chain, pick(state), generation, key, pick(hparams), pick(real), num)
+
+    return jax.jit(first, out_shardings=NamedSharding(mesh, P()))
+
+
+@functools.lru_cache(maxsize=64)
+def reference_program(static: StaticConfig) -> Callable:
+    """The jitted ``(root, chain_ids[C], hparams{[C]}, args) -> (overflow[C], metrics{[C, G]})``:
+    whole chains in one call (``chain.run_chain`` vmapped; no generation chunks, no sharding),
+    the reference the chunked, sharded sweep is tested against. Its compile cache is keyed only
+    by shapes (tested: no recompile when hyperparameter values, chain ids or root change)."""
+    chain = C.make_chain(static)
+
+    def one(root, chain_id, hparams, args):
+        state, metrics = C.run_chain(chain, jax.random.fold_in(root, chain_id), hparams, args)
+        return state.pool.overflow, metrics
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, None)))
+
+
+def abstract_state(static: StaticConfig, args: PyTree, chunk_size: int, mesh: Mesh) -> Any:
+    """``ShapeDtypeStruct``s (with the chain sharding) of a batch of ``chunk_size`` chains'
+    ``(state, real data)``: the restore target of a checkpoint, and the compile example of
+    ``advance``."""
+    chain = C.make_chain(static)
+
+    def one(k, h, a):
+        real = C.draw_real(chain, k, h, a)
+        return C.init(chain, k, h, real)[0], real
+
+    single = jax.eval_shape(one, jax.random.key(0), hparam_shapes(static), args)
+    sh = NamedSharding(mesh, P(AXIS))
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((chunk_size, *x.shape), x.dtype, sharding=sh), single)
+
+
+_EXECUTABLES: dict[Any, Any] = {}
+
+
+def _compile(fn: Callable, example: tuple) -> Any:
+    """``fn.lower(*example).compile()``, cached by the abstract signature of ``example``."""
+    sig = (fn, abstract_signature(example, sharding=True))
+    if sig not in _EXECUTABLES:
+        _EXECUTABLES[sig] = fn.lower(*example).compile()
+    return _EXECUTABLES[sig]
+
+
+class Programs(NamedTuple):
+    """The compiled programs of one group (``advance`` is None for a one-generation chain,
+    ``snapshot`` None when no samples are kept)."""
+
+    init: Any
+    advance: Any
+    snapshot: Any
+
+
+def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTree,
+                  root_data: Array, impl: str, plan: SweepPlan, mesh: Mesh, snapshot: int = 0
+                  ) -> Programs:
+    """Compile (or fetch from the cache) the programs of a sweep of ``static`` under ``plan``.
+
+    ``hparams`` (name -> host array: names and dtypes), ``args_g`` and ``root_data`` (the
+    replicated host data and root key data) are what the programs will be called with. Raises
+    ``ConfigError`` when the backend reports that the compiled batch does not fit the memory
+    budget (GPU / TPU; CPU reports no temporaries).
+    """
+    sh = NamedSharding(mesh, P(AXIS))
+    ids = jax.ShapeDtypeStruct((plan.chunk_size,), jnp.int32, sharding=sh)
+    hp = {k: jax.ShapeDtypeStruct((plan.chunk_size,), np.asarray(v).dtype, sharding=sh)
+          for k, v in hparams.items()}
+    scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
+    init = _compile(init_program(static, impl, mesh), (root_data, ids, hp, args_g))
+    state, real = abstract_state(static, args_g, plan.chunk_size, mesh)
+    advance = snap = None
+    if static.generations > 1:
+        advance = _compile(advance_program(static, impl, mesh, plan.generation_chunk),
+                           (state, real, scalar, scalar, root_data, ids, hp, args_g))
+        _check_memory(advance, plan, memory_budget(), static)
+    if snapshot > 0:
+        snap = _compile(snapshot_program(static, impl, mesh, snapshot),
+                        (state, real, scalar, root_data, ids, hp))
+    return Programs(init, advance, snap)
+
+
+def _check_memory(compiled: Any, plan: SweepPlan, budget: int, static: StaticConfig) -> None:
+    """Fail early when the backend reports the compiled batch does not fit (GPU/TPU)."""
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return
+    if ma is None or not getattr(ma, "temp_size_in_bytes", 0):
+        return  # CPU reports no temporaries: the eval_shape estimate stands
+    total = ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
+    if total > budget:
+        per_device = plan.chunk_size // plan.devices
+        fits = max(1, per_device * budget // total) * plan.devices
+        raise ConfigError(
+            f"chunk_size={plan.chunk_size}: the compiled batch of {static.regime} n={static.n} "
+            f"d={static.d} needs {gib(total)} per device ({per_device} chains) but the budget "
+            f"is {gib(budget)}; set chunk_size<={fits}")

@@ -4,6 +4,7 @@
                      [--overwrite | --resume] [--keep K] [--debug]
                      [--coordinator HOST:PORT --num-processes N --process-id I]
     collapse-jax list
+    collapse-jax families
 
 ``--resume`` continues a killed run from the latest checkpoint in DIR (bit-identical to an
 uninterrupted run). For a multi-host run start one process per host with the same command and
@@ -22,12 +23,17 @@ same config into its own directory (or ``--resume``) is allowed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import json
 import os
 import re
+import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -42,9 +48,16 @@ from collapse_jax.model import MODELS, SOURCES
 from collapse_jax.overrides import override
 from collapse_jax.plan import SweepPlan, memory_budget, plan_run
 from collapse_jax.plots import plot_all
-from collapse_jax.regimes import REGIMES, make_regime
+from collapse_jax.progress import progress_reporter
+from collapse_jax.regimes import (
+    REGIME_DESCRIBE,
+    REGIME_HPARAMS,
+    REGIME_RANGES,
+    REGIMES,
+    make_regime,
+)
 from collapse_jax.results import config_record, flag_counts, write_partial, write_results
-from collapse_jax.store import check_output_dir, finished_columns
+from collapse_jax.store import check_output_dir, finished_columns, stored_progress
 from collapse_jax.validate import RunSpec, hparam_range, resolve
 
 
@@ -123,6 +136,30 @@ def _cmd_list() -> int:
     return 0
 
 
+def families_text() -> str:
+    """Every model family: what it is, its source, metrics, and each hyperparameter (default,
+    allowed range, meaning) and option (default, allowed values, meaning); then the regimes'
+    hyperparameters."""
+    lines = []
+    for name, spec in sorted(MODELS.items()):
+        lines.append(f"{name}: {spec.doc}")
+        lines.append(f"  source {spec.source}; float64 {'yes' if spec.float64 else 'no'}; "
+                     f"metrics: {', '.join(spec.metrics)}")
+        for k, v in spec.hparams.items():
+            rng = hparam_range(name, k) or "any"
+            lines.append(f"  hparams.{k} = {v:g} in {rng}: {spec.describe.get(k, '')}".rstrip(": "))
+        for k, allowed in spec.options.items():
+            others = ", ".join(map(str, allowed[1:]))
+            lines.append(f"  options.{k} = {allowed[0]!r} (or {others}): "
+                         f"{spec.describe.get(k, '')}".rstrip(": "))
+    lines.append("regime hyperparameters:")
+    for regime, hp in REGIME_HPARAMS.items():
+        for k, v in hp.items():
+            lines.append(f"  hparams.{k} = {v:g} in {REGIME_RANGES[k]} ({regime}): "
+                         f"{REGIME_DESCRIBE.get(k, '')}")
+    return "\n".join(lines)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     exp = override(load_config(args.config), args.set or [])
     if args.keep is not None:
@@ -148,8 +185,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_json(Path(args.out) / "config.json", config_record(spec))
         write_partial(spec, args.out, {})
     try:
-        results = run_experiment(spec, progress=not args.quiet, out_dir=args.out,
-                                 resume=args.resume)
+        with _stoppable(not args.quiet) as progress:
+            results = run_experiment(spec, progress=progress, out_dir=args.out,
+                                     resume=args.resume)
     except BaseException as e:
         if lead:  # the finished groups' rows stay readable; parts/ keeps the rest for --resume
             rows = spec.chains * spec.experiment.generations
@@ -266,14 +304,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--distributed", action="store_true",
                      help="multi-host: jax.distributed.initialize() with auto-detection")
     sub.add_parser("list", help="list models, regimes, sources and configs")
+    sub.add_parser("families", help="every model family's hyperparameters and options: "
+                                    "defaults, allowed values and meaning")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             return _cmd_list()
+        if args.command == "families":
+            print(families_text())
+            return 0
         return _cmd_run(args)
     except ConfigError as e:
         print(f"collapse-jax: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"collapse-jax: interrupted; {_kept(args, argv)}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - a run failure: one line, traceback on request
         if getattr(args, "debug", False):
             traceback.print_exc()
@@ -281,6 +331,50 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if getattr(args, "debug", False) else " (rerun with --debug for the traceback)"
         print(f"collapse-jax: run failed: {type(e).__name__}: {text}{hint}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _stoppable(show: bool):
+    """The run's progress reporter, within which the first Ctrl-C stops the run at the next
+    chunk boundary (its state checkpointed) and a second one at once."""
+    stop = threading.Event()
+    bar = None
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\ncollapse-jax: stopping at the end of the current chunk (Ctrl-C again: now)",
+              file=sys.stderr)
+
+    def report(label, done, total):
+        nonlocal bar
+        bar = bar or progress_reporter(show, total)
+        bar(label, done)
+        if stop.is_set():
+            raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
+    try:
+        yield report
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _kept(args: argparse.Namespace, argv: list[str]) -> str:
+    """What an interrupted run kept, and the command that continues it."""
+    if args.command != "run" or not args.out or args.dry_run:
+        return "nothing was written"
+    try:
+        config = json.loads((Path(args.out) / "config.json").read_text())
+        rows, chains = stored_progress(args.out, config["experiment"]["generations"])
+    except (OSError, ValueError, KeyError):
+        return "nothing was written"
+    again = [a for a in argv if a not in ("--overwrite", "--resume")] + ["--resume"]
+    return (f"{rows} chain-generations ({chains} whole chains) are stored in {args.out}; "
+            f"continue with: {shlex.join(['collapse-jax', *again])}")
 
 
 if __name__ == "__main__":

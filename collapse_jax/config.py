@@ -71,7 +71,20 @@ class StaticConfig:
     window_keep_real: bool = True
     metrics: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        # a dict of options or a list of metrics is accepted and stored hashable (sorted pairs,
+        # a tuple): a StaticConfig keys the compile caches
+        if isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+        if isinstance(self.metrics, list):
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+
     def option(self, name: str, default: Any = None) -> Any:
+        """The value of option ``name`` (``default`` when unset).
+
+        >>> StaticConfig("gaussian", "replace", 8, 8, 2, 3, options={"unbiased": True}).options
+        (('unbiased', True),)
+        """
         return dict(self.options).get(name, default)
 
 

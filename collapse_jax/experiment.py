@@ -51,7 +51,9 @@ def run_experiment(
             compile), or an already resolved ``RunSpec``.
         progress: True for a progress display on stderr, or a callable
             ``(label, chains_done, total_chains)`` (``chains_done`` counts finished generations
-            as fractions of a chain; ``label`` None at the end).
+            as fractions of a chain; ``label`` None at the end), called after every finished
+            chunk is stored. A ``KeyboardInterrupt`` it raises stops the run there, with the
+            state checkpointed first (the CLI's Ctrl-C does this), so ``resume`` loses nothing.
         out_dir: directory for results parts, samples and checkpoints; required on a
             multi-host run. None keeps everything in memory.
         resume: continue from the latest checkpoint in ``out_dir`` (False starts over, clearing
@@ -112,8 +114,14 @@ def run_experiment(
                     samples.setdefault(i, {}).update(out.samples)
                     done += len(out.positions) * (out.gen_stop - out.gen_start) / \
                         static.generations
-                    report(f"{spec.labels[i]} gen {out.gen_stop}/{static.generations}",
-                           i * spec.chains + done)
+                    try:
+                        report(f"{spec.labels[i]} gen {out.gen_stop}/{static.generations}",
+                               i * spec.chains + done)
+                    except KeyboardInterrupt:  # a stop asked for at this boundary: keep it all
+                        if store is not None:
+                            store.flush(out.state if out.gen_stop < static.generations
+                                        else None)
+                        raise
                 run_seconds = time.perf_counter() - t0
             groups.append({"regime": static.regime, "n": static.n, "n0": static.n0,
                            "d": static.d, "chains": spec.chains, "chunk_size": plan.chunk_size,

@@ -100,6 +100,8 @@ class ModelSpec:
         render: ``(samples, static, out_dir) -> [paths]``: the family's picture or text of those
             samples (``samples``: regime -> generation -> ``sample`` output as numpy), called
             after the run with the static config of the regime's first group.
+        describe: one line per hyperparameter and option saying what it means
+            (``collapse-jax families`` prints them with the defaults and allowed values).
     """
 
     name: str
@@ -115,6 +117,7 @@ class ModelSpec:
     float64: bool = False
     snapshot: int = 0
     render: Callable[..., list] | None = None
+    describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -135,6 +138,7 @@ def register_model(
     float64: bool = False,
     snapshot: int = 0,
     render: Callable[..., list] | None = None,
+    describe: Mapping[str, str] | None = None,
 ) -> Callable:
     """Decorator registering a model factory under ``name`` (fields: see ``ModelSpec``)."""
 
@@ -143,6 +147,7 @@ def register_model(
             name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc,
             dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}),
             {k: as_range(r) for k, r in (ranges or {}).items()}, float64, snapshot, render,
+            dict(describe or {}),
         )
         return factory
 

@@ -6,13 +6,18 @@ the model family's rendering of the samples the run kept. PNG via matplotlib (Ag
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from collapse_jax.files import atomic_path  # noqa: E402
 from collapse_jax.results import Results, chain_generations  # noqa: E402
@@ -42,21 +47,34 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
     return {k: out[k] for k in sorted(out)}
 
 
+def facet_values(results: Results, key: tuple) -> dict[str, Any]:
+    """A facet's swept values as the user wrote them in the experiment (the table holds float32
+    copies of swept hyperparameters: 0.1 would print as 0.10000000149011612)."""
+    out = {}
+    for name, v in zip(results.swept, key, strict=True):
+        written = results.spec.swept.get(name, ())
+        match = [w for w in written if np.float32(w) == np.float32(v)]
+        out[name] = match[0] if match else v
+    return out
+
+
 def plot_metric(results: Results, metric: str, path: str | os.PathLike,
                 blocks: dict | None = None) -> Path:
-    """One PNG for ``metric``: a panel per swept-value combination, a line per regime
-    (``blocks``: a precomputed ``metric_blocks(results)``)."""
+    """One PNG for ``metric``: a panel per swept-value combination, a line per regime (the mean
+    over chains) with a band holding the middle half of the chains (25th to 75th percentile),
+    and the closed form dashed where one exists (``blocks``: a precomputed
+    ``metric_blocks(results)``)."""
     blocks = metric_blocks(results) if blocks is None else blocks
-    facet_keys = list(results.swept)
     facets = list(blocks.items())
     ncols = min(len(facets), 3)
     nrows = -(-len(facets) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False, sharex=True
+        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 0.6), squeeze=False, sharex=True
     )
     regimes = list(dict.fromkeys(r for _, by_regime in facets for r in by_regime))
+    theory_drawn = False
     for ax, (key, by_regime) in zip(axes.flat, facets, strict=False):
-        facet = dict(zip(facet_keys, key, strict=True))
+        facet = facet_values(results, key)
         positive = True
         vals = []
         for r_i, regime in enumerate(regimes):
@@ -68,15 +86,15 @@ def plot_metric(results: Results, metric: str, path: str | os.PathLike,
             with np.errstate(invalid="ignore", over="ignore"):
                 mean = np.nanmean(v, axis=1)
                 lo, hi = np.nanpercentile(v, [25, 75], axis=1)
-            ax.plot(g, mean, color=color, lw=1.8, label=f"{regime} (mean)")
+            ax.plot(g, mean, color=color, lw=1.8)
             ax.fill_between(g, lo, hi, color=color, alpha=0.2, lw=0)
             finite = v[np.isfinite(v)]
             positive &= bool(np.all(finite > 0))
             vals.append(finite)
             curve = results.theory_curve(regime, metric, facet)
             if curve is not None:
-                ax.plot(np.arange(len(curve)), curve, color=color, ls="--", lw=1.2,
-                        label=f"{regime} (theory)")
+                theory_drawn = True
+                ax.plot(np.arange(len(curve)), curve, color=color, ls="--", lw=1.2)
         vals = np.concatenate(vals) if vals else np.zeros(0)
         if positive and vals.size and vals.max() / max(vals.min(), 1e-300) > 100:
             ax.set_yscale("log")
@@ -84,14 +102,20 @@ def plot_metric(results: Results, metric: str, path: str | os.PathLike,
         ax.set_title(title or results.experiment.name, fontsize=10)
         ax.set_xlabel("generation")
         ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(facets):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(
-        f"{results.experiment.name}: {metric} (line: mean over {results.experiment.seeds} seeds; "
-        f"band: 25-75%; dashed: theory)", fontsize=10,
-    )
+    seeds = results.experiment.seeds
+    handles = [Line2D([], [], color=_COLORS[i % len(_COLORS)], lw=1.8, label=r)
+               for i, r in enumerate(regimes)]
+    handles.append(Patch(color="0.5", alpha=0.3,
+                         label=f"mean over {seeds} seeds; band: middle 50% of chains"))
+    if theory_drawn:
+        handles.append(Line2D([], [], color="0.2", ls="--", lw=1.2, label="closed form"))
+    axes.flat[0].legend(handles=handles, fontsize=7)
+    fig.suptitle("\n".join(textwrap.wrap(f"{results.experiment.name}: {metric}",
+                                         width=int(40 * ncols))), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

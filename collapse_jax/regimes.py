@@ -185,6 +185,12 @@ REGIME_HPARAMS: dict[str, dict[str, float]] = {
 #: ``lam_max``, see ``validate``).
 REGIME_RANGES: dict[str, HparamRange] = {"lam": NONNEGATIVE, "rho": UNIT}
 
+#: What the regimes' hyperparameters mean (``collapse-jax families``).
+REGIME_DESCRIBE: dict[str, str] = {
+    "lam": "fixed_real_mix: synthetic examples per generation as a multiple of n0 (<= lam_max)",
+    "rho": "fresh_real_mix: fraction of each training set that is fresh real data",
+}
+
 
 def statistics_regime(
     regime: str, n: int, summarize: Callable[[Data], Data], merge: Callable[[Data, Data], Data]

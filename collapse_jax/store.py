@@ -124,6 +124,22 @@ def _differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:
 # Parts and samples
 
 
+def stored_progress(out_dir: str | Path, generations: int) -> tuple[int, int]:
+    """``(chain-generations, whole chains)`` of this process's parts in ``out_dir`` (what an
+    interrupted run keeps for ``--resume``); reads only the chain column."""
+    parts = Path(out_dir) / "parts"
+    rows, per_chain = 0, {}
+    for path in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
+        if (key := parse_part_name(path.name)) is None or key[3] != jax.process_index():
+            continue
+        with np.load(path) as z:
+            chains = z["_chain"]
+        rows += len(chains)
+        for c, k in zip(*np.unique(chains, return_counts=True), strict=True):
+            per_chain[key[0], int(c)] = per_chain.get((key[0], int(c)), 0) + int(k)
+    return rows, sum(1 for v in per_chain.values() if v == generations)
+
+
 def part_name(group: int, chain_chunk: int, gen_start: int, process: int) -> str:
     """File name of one results part; names sort in run order."""
     return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.npz"
@@ -292,6 +308,13 @@ class RunStore:
         if due:
             # after a chunk's last generation only the position is needed, not the state
             self._save(state if gen_stop < generations else None)
+
+    def flush(self, state: PyTree | None) -> None:
+        """Checkpoint the last finished boundary now (``state`` after it; None when its chain
+        chunk is complete), whether or not it was due: before an orderly stop."""
+        if self._pending is not None:
+            self._save(state)
+            self.ckpt.wait()
 
     def _save(self, state: PyTree | None) -> None:
         self.ckpt.save(self.next_step, state, self._pending)

@@ -39,7 +39,7 @@ from collapse_jax.mesh import (
     put_replicated,
     put_sharded,
 )
-from collapse_jax.plan import SweepPlan, plan_sweep, precision
+from collapse_jax.plan import SweepPlan, hparam_shapes, plan_sweep, precision
 from collapse_jax.programs import Programs, compile_sweep
 from collapse_jax.types import PRNGKey, PyTree
 
@@ -121,6 +121,7 @@ def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: 
     if plan.chunk_size % n_dev or plan.num_chains != num:
         raise ConfigError(f"chunk_size={plan.chunk_size}: must be a multiple of the {n_dev} "
                           f"devices (plan for {plan.num_chains} chains, sweep of {num})")
+    _check_hparams(static, hparams)
     pad = plan.n_chunks * plan.chunk_size - num
     hp = {k: np.broadcast_to(np.asarray(v, static.dtype), (num,)) for k, v in hparams.items()}
     hp = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp.items()}
@@ -132,6 +133,19 @@ def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: 
     return SweepSetup(static, plan, mesh, programs, root_data, args_g,
                       np.concatenate([ids, np.repeat(ids[-1:], pad)]), hp, snapshot,
                       time.perf_counter() - t0)
+
+
+def _check_hparams(static: StaticConfig, hparams: Mapping) -> None:
+    """Every hyperparameter the chain reads is given: a missing or misspelt name is a
+    ``ConfigError`` naming it and the allowed names, before anything is traced."""
+    needed = sorted(hparam_shapes(static))
+    missing = [k for k in needed if k not in hparams]
+    if missing:
+        extra = [k for k in hparams if k not in needed]
+        hint = f" (got {', '.join(map(str, extra))}: misspelt?)" if extra else ""
+        raise ConfigError(f"hparams: missing {', '.join(missing)} for model {static.model!r} "
+                          f"under regime {static.regime!r}{hint}; the chain reads "
+                          f"{', '.join(needed)} (defaults: collapse-jax families)")
 
 
 class _Call(NamedTuple):

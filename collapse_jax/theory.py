@@ -1,4 +1,4 @@
-"""Closed forms of THEORY.md, as functions of (regime, sizes, sigma, generation).
+"""Closed forms of docs/theory.md, as functions of (regime, sizes, sigma, generation).
 
 Indexing: generation g = 0 is fit on real data (the papers' iteration t = g + 1). Every function
 takes an array of generations and returns float64 numpy values (host-side, for overlays and
@@ -112,7 +112,8 @@ def categorical_collision(n: int, s0, g, n0: int | None = None) -> np.ndarray:
 
     Each round of n draws maps ``1 - S`` to ``(1 - 1/n)(1 - S)`` in expectation; generation 0 is
     one round of ``n0`` draws from the true p (``S_0 = sum p^2``) and generation g adds g rounds of
-    ``n``: ``1 - (1 - 1/n0)(1 - 1/n)^g (1 - S_0)``, i.e. THEORY.md's ``m = g + 1`` when n0 = n.
+    ``n``: ``1 - (1 - 1/n0)(1 - 1/n)^g (1 - S_0)``, i.e. ``m = g + 1`` rounds when n0 = n
+    (docs/theory.md, section 4).
 
     >>> round(float(categorical_collision(10, 0.1, 0)), 4)
     0.19

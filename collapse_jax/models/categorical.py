@@ -56,6 +56,13 @@ def _check(static: StaticConfig) -> None:
     check=_check,
     doc="K-outcome categorical (K = d): empirical frequencies, multinomial resampling",
     example={"n0": 16, "n": 16, "d": 5, "n_test": 16},
+    describe={
+        "alpha": "Zipf exponent, or Dirichlet concentration of the true p (option prior)",
+        "temperature": "sampling temperature: p^(1/T) renormalised (< 1 sharpens)",
+        "min_p": "truncation: outcomes below min_p times the largest probability are dropped",
+        "real_weight": "weight of a real draw in the fit relative to a synthetic one",
+        "prior": "true p: uniform, Zipf(alpha), or one Dirichlet(alpha) draw per chain",
+    },
 )
 def make_categorical(static: StaticConfig) -> GenerativeModel:
     """Categorical family for a StaticConfig (``K = d``; option ``prior``)."""

@@ -67,6 +67,14 @@ def _check(static: StaticConfig) -> None:
     float64=True,
     doc="multivariate Gaussian: mean + covariance (MLE or unbiased); exact sufficient-statistics "
         "fast path for replace/accumulate",
+    describe={
+        "sigma": "standard deviation of the true N(0, sigma^2 I_d) the real data come from",
+        "scale": "variance scale of sampling: draws from N(mu, scale * Sigma); < 1 is the "
+                 "variance shrink of biased sampling (1 = the fitted model)",
+        "unbiased": "divide the covariance by n - 1 instead of n (MLE)",
+        "fast_path": "replace / accumulate draw the sufficient statistics of the samples "
+                     "instead of the samples (exact, much faster)",
+    },
 )
 def make_gaussian(static: StaticConfig) -> GenerativeModel:
     """Gaussian family for a StaticConfig (options: ``unbiased``, ``fast_path``).

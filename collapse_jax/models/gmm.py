@@ -194,6 +194,17 @@ def _check(static: StaticConfig) -> None:
     check=_check,
     doc="K-component Gaussian mixture fit by fixed-iteration EM (full/diag), warm or k-means++",
     example={"n0": 16, "n": 16, "d": 2, "n_test": 16},
+    describe={
+        "sigma": "standard deviation of each true component (source 'mixture')",
+        "radius": "radius of the circle the true component means sit on",
+        "scale": "variance scale of the components when sampling (1 = the fitted mixture)",
+        "real_weight": "weight of a real point in the fit relative to a synthetic one",
+        "noise": "standard deviation of the toy sources' noise (2-D toy sources)",
+        "components": "number of mixture components K",
+        "covariance": "full or diagonal component covariances",
+        "init": "EM starts from the previous fit (warm) or from k-means++ centres",
+        "em_iters": "EM iterations per generation (fixed, inside the scan)",
+    },
 )
 def make_gmm(static: StaticConfig) -> GenerativeModel:
     """GMM family for a StaticConfig (options ``components``, ``covariance``, ``init``,

@@ -78,6 +78,14 @@ def _check(static: StaticConfig) -> None:
     doc="Gaussian-kernel KDE on the pool (bandwidth fixed / Scott / Silverman), 2-D toy data; "
         "exact incremental fast path for accumulate with a fixed bandwidth",
     example={"n0": 16, "n": 16, "d": 2, "n_test": 16},
+    describe={
+        "h": "kernel bandwidth (option bandwidth='fixed')",
+        "scale": "variance scale of the kernel when sampling (1 = the fitted KDE)",
+        "real_weight": "weight of a real point in the fit relative to a synthetic one",
+        "noise": "standard deviation of the toy sources' Gaussian noise",
+        "bandwidth": "fixed (hparam h), or Scott's / Silverman's rule on the pool",
+        "fast_path": "accumulate with a fixed bandwidth scores only the new points (exact)",
+    },
 )
 def make_kde(static: StaticConfig) -> GenerativeModel:
     """KDE family for a StaticConfig (options ``bandwidth``, ``fast_path``).

@@ -1,9 +1,10 @@
 """Linear regression refit on its own labels: the theory setting of Gerstgrasser et al. 2024.
 
-Setup (THEORY.md): a design ``X`` ``[T, d]`` with N(0, I) rows is drawn once per chain and reused
-by every generation; ``w* ~ N(0, I_d)``; real labels ``y = X w* + eps``, eps ~ N(0, sigma^2).
-Each generation fits ordinary least squares on the (masked) pool; synthetic labels for the next
-generation are ``X w_hat + fresh noise`` of the same sigma, so ``n == n0 == T``.
+Setup (docs/theory.md, section 1): a design ``X`` ``[T, d]`` with N(0, I) rows is drawn once per
+chain and reused by every generation; ``w* ~ N(0, I_d)``; real labels ``y = X w* + eps``,
+eps ~ N(0, sigma^2). Each generation fits ordinary least squares on the (masked) pool;
+synthetic labels for the next generation are ``X w_hat + fresh noise`` of the same sigma, so
+``n == n0 == T``.
 
 Metrics:
     test_error: |w_hat - w*|^2 (the expected squared error on test x ~ N(0, I)).
@@ -71,6 +72,10 @@ def _check(static: StaticConfig) -> None:
     float64=True,
     doc="OLS on a fixed Gaussian design relabelled by the previous fit (Gerstgrasser et al.)",
     example={"n0": 12, "n": 12, "d": 3, "n_test": 16},
+    describe={
+        "sigma": "standard deviation of the label noise, real and synthetic",
+        "fast_path": "replace / accumulate keep summed X^T X and X^T y instead of rows (exact)",
+    },
 )
 def make_linear_regression(static: StaticConfig) -> GenerativeModel:
     """Linear regression family for a StaticConfig (``n == n0 == T``; option ``fast_path``)."""

@@ -158,6 +158,17 @@ def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> 
     example={"n0": 24, "n": 24, "d": 64, "n_test": 16,
              "options": {"hidden": 16, "latent": 2, "steps": 10, "batch": 8,
                          "eval_samples": 16}},
+    describe={
+        "lr": "Adam learning rate",
+        "latent": "latent dimension", "hidden": "hidden units of encoder and decoder",
+        "init_mode": "reinit: fresh weights each generation; warm: continue",
+        "budget": "steps per generation, or epochs over the pool",
+        "steps": "updates per generation (budget='steps')",
+        "epochs": "passes over the pool per generation (budget='epochs')",
+        "batch": "minibatch size",
+        "pixel_sample": "samples are the decoder's pixel means, or Bernoulli draws of them",
+        "eval_samples": "generated images the sample-quality metrics use",
+    },
 )
 def make_vae(static: StaticConfig) -> GenerativeModel:
     """VAE family for a StaticConfig (see the module docstring for options)."""

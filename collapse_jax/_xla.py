@@ -2,7 +2,7 @@
 
 With jaxlib 0.10.2 on this 2-core machine, vmapped chain programs that run several LAPACK custom
 calls (eigh, Cholesky) deadlocked at random: every XLA worker idle, the host blocked in
-``BlockUntilReady`` forever. Two reproducers (both in ``tests/test_gaussian_fast_path.py``'s
+``BlockUntilReady`` forever. Two reproducers (both in ``tests/models/test_gaussian_fast.py``'s
 setting): 2,000 sample-path Gaussian chains, d = 5, 20 generations, all five metrics; and 1,000
 chains with n = 4 <= d = 5. Each flag alone still hung one of them
 (``--xla_cpu_multi_thread_eigen=false`` the first, the scheduler flag the second, 2 of 3 runs);

@@ -87,7 +87,7 @@ def pivoted_cholesky(s: Float[Array, "d d"]) -> tuple[Float[Array, "d d"], Float
     ``d * eps * max(diag(s))`` the remaining columns are 0: the rank-revealing factorisation,
     with ``R R^T`` within a few ulps of ``max(diag(s))`` of ``s`` on singular and near-singular
     ``s`` in float32 (an unpivoted Cholesky is not: ``psd_cholesky`` loses up to 1e-3 of ``s``
-    on a rank-deficient scatter; tests/test_gaussian_sampling.py). The pivots are left as
+    on a rank-deficient scatter; tests/test_metrics.py). The pivots are left as
     computed (rounding noise, possibly <= 0, past the rank), like the eigenvalues of ``eigvalsh``:
     ``sum(log(max(pivots, tiny)))`` is ``log det s`` with the same floor. A root to sample
     N(mu, s) as ``mu + R z`` and ``log det s`` without an eigendecomposition, when only ``s`` is

@@ -225,7 +225,7 @@ def safe_reciprocal(total: Float[Array, ""]) -> Float[Array, ""]:
     value with two uses), so a single-device program multiplied by the reciprocal while the same
     program sharded over several devices divided, and the results differed in the last ulp. With
     the reciprocal written out both programs compute the same operations (bit-identical on 1 or N
-    devices; tests/test_scale.py).
+    devices; tests/test_sweep.py).
 
     >>> import jax.numpy as jnp
     >>> float(safe_reciprocal(jnp.float32(4.0)))

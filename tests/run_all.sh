@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 jobs_max="${TEST_JOBS:-2}"
 logs="$(mktemp -d)"
 # the slowest files first, so the last one to finish is a short one
-slow=(tests/test_contract.py tests/test_scale.py tests/test_classical.py tests/test_oracle.py
-      tests/test_gaussian_fast_path.py)
+slow=(tests/test_contract.py tests/test_sweep.py tests/test_cli.py tests/test_validate.py
+      tests/models/test_gaussian_fast.py tests/test_theory.py tests/models/test_gaussian.py)
 targets=("${slow[@]}")
 shopt -s nullglob
 for t in tests/test_*.py tests/*/test_*.py; do

@@ -1,4 +1,9 @@
-"""End to end: the CLI writes the tidy table, config, summary and figures; bad input is one line."""
+"""End to end: the CLI (``collapse_jax.cli``) writes the tidy table, config, summary and figures;
+bad input and bad config files (``BAD_CONFIG_FILES``: ``python tests/test_cli.py`` prints each
+with its message) are one line; exit codes are 0 ok, 2 bad input, 1 run failure (keeping the
+finished groups); ``--dry-run`` prints the plan and compiles nothing; an output directory holding
+a different run is refused.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,11 @@ import sys
 import pandas as pd
 import pytest
 
+import collapse_jax as cj
 from collapse_jax import cli
+from collapse_jax import experiment as E
+from collapse_jax.config import ConfigError
+from collapse_jax.validate import statics
 
 SMALL = ["--set", "seeds=3", "--set", "generations=4", "--set", "n=8,12", "--set", "d=2",
          "--set", "n_test=16"]
@@ -131,3 +140,225 @@ def test_dry_run_prints_the_chunk_sizes_the_run_uses(tmp_path, capsys):
     assert cli.main([*args, "--out", str(tmp_path / "o"), "--quiet"]) == 0
     timing = json.loads((tmp_path / "o" / "summary.json").read_text())["timing"]
     assert printed == [g["chunk_size"] for g in timing] == [2, 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# Config files (cli.load_config)
+
+
+def _assert_one_line(msg: str, fragments) -> None:
+    """A one-line message containing every fragment."""
+    assert "\n" not in msg
+    for f in fragments:
+        assert f in msg, f"{f!r} not in {msg!r}"
+
+
+BAD_CONFIG_FILES = [
+    ("missing", None, ["config=", "no such file or config name", "known configs:"]),
+    ("not-python", "x.txt", ["not a python file"]),
+    ("syntax-error", "def get_config(:\n", ["failed to load: SyntaxError", "line 1"]),
+    ("import-error", "import not_a_module_xyz\n", ["failed to load: ModuleNotFoundError"]),
+    ("no-get_config", "X = 1\n", ["defines no get_config()"]),
+    ("get_config-raises", "def get_config():\n    raise RuntimeError('boom')\n",
+     ["get_config() failed: RuntimeError: boom"]),
+    ("unknown-field", "from collapse_jax import Experiment\n"
+     "def get_config():\n    return Experiment(name='x', model='gaussian', seed=3)\n",
+     ["Experiment has no field 'seed'", "did you mean 'seeds'"]),
+    ("wrong-type", "def get_config():\n    return {'name': 'x'}\n",
+     ["get_config() must return an Experiment, got dict"]),
+]
+
+
+@pytest.mark.parametrize("text,fragments", [c[1:] for c in BAD_CONFIG_FILES],
+                         ids=[c[0] for c in BAD_CONFIG_FILES])
+def test_bad_config_file_is_one_line(tmp_path, text, fragments):
+    if text is None:
+        ref = str(tmp_path / "nope.py")
+    elif text == "x.txt":
+        ref = tmp_path / "x.txt"
+        ref.write_text("")
+        ref = str(ref)
+    else:
+        ref = tmp_path / "cfg.py"
+        ref.write_text(text)
+        ref = str(ref)
+    with pytest.raises(ConfigError) as info:
+        cli.load_config(ref)
+    _assert_one_line(str(info.value), fragments)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exit codes, --dry-run, output directory
+
+
+TINY = ["--set", "seeds=2", "--set", "generations=3", "--set", "n=6", "--set", "d=2",
+        "--set", "n_test=8", "--set", "regime=replace", "--set", "chunk_size=2", "--quiet"]
+
+
+def _run(capsys, *args):
+    code = cli.main(["run", "configs/gaussian.py", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def test_exit_2_on_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    for args in (["--set", "seeds=ten"], ["--set", "n=1.5"], ["--set", "sigma=-1"]):
+        code, _, err = _run(capsys, *args, "--out", str(out))
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("collapse-jax: error:")
+    assert not out.exists()
+    code = cli.main(["run", str(tmp_path / "missing.py"), "--out", str(out)])
+    assert code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_exit_1_on_run_failure_one_line_traceback_only_with_debug(tmp_path, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise FloatingPointError("simulated failure\nsecond line")
+
+    monkeypatch.setattr(E, "prepare_sweep", boom)
+    code, _, err = _run(capsys, *TINY, "--out", str(tmp_path / "a"))
+    assert code == 1
+    assert err.splitlines() == [
+        "collapse-jax: run failed: FloatingPointError: simulated failure second line "
+        "(rerun with --debug for the traceback)"]
+    code, _, err = _run(capsys, *TINY, "--out", str(tmp_path / "b"), "--debug")
+    assert code == 1 and "Traceback (most recent call last)" in err
+    assert err.splitlines()[-1] == (
+        "collapse-jax: run failed: FloatingPointError: simulated failure second line")
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["complete"] is False and "FloatingPointError" in summary["error"]
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _fail_in_group(monkeypatch, failing: int):
+    """Make ``prepare_sweep`` raise for its ``failing``-th group (0-based); earlier groups run."""
+    real = E.prepare_sweep
+    calls = []
+
+    def flaky(static, *args, **kwargs):
+        calls.append(static)
+        if len(calls) - 1 == failing:
+            raise Boom(f"simulated crash in group {failing} (n={static.n})")
+        return real(static, *args, **kwargs)
+
+    monkeypatch.setattr(E, "prepare_sweep", flaky)
+    return calls
+
+
+def test_cli_run_failure_exit_1_keeps_finished_groups(tmp_path, monkeypatch, capsys):
+    _fail_in_group(monkeypatch, failing=1)
+    out = tmp_path / "run"
+    code = cli.main(["run", "configs/gaussian.py", "--set", "seeds=2", "--set",
+                     "generations=3", "--set", "n=6,8", "--set", "d=2", "--set", "n_test=8",
+                     "--set", "regime=replace", "--set", "chunk_size=2", "--out", str(out),
+                     "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == ["collapse-jax: run failed: Boom: simulated crash in group 1 (n=8) "
+                   "(rerun with --debug for the traceback)"]
+    table = pd.read_csv(out / "metrics.csv")
+    assert len(table) == 2 * 3 and set(table["n"]) == {6}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["error"].startswith("Boom: simulated")
+
+
+def test_dry_run_prints_the_plan_and_compiles_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(E, "prepare_sweep", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("dry run ran a sweep")))
+    import jax
+
+    def no_compile(*a, **k):
+        raise AssertionError("dry run compiled")
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", no_compile)
+    out = tmp_path / "dry"
+    code, text, err = _run(capsys, "--set", "seeds=5", "--set", "generations=7", "--set",
+                           "n=6,12", "--set", "hparams.sigma=1,2", "--out", str(out),
+                           "--dry-run")
+    assert code == 0, err
+    assert "6 groups, 6 compiles, 60 chains, 420 rows" in text
+    lines = [ln for ln in text.splitlines() if ln.strip().startswith(("replace", "accumulate"))]
+    assert len(lines) == 6 and all(" 10 " in ln and " 7 " in ln for ln in lines)
+    assert "KiB" in text and "peak memory per device" in text
+    assert not out.exists()
+    from collapse_jax.plan import bytes_per_chain, plan_run
+    from collapse_jax.regimes import make_regime
+
+    spec = cj.resolve(cj.override(cli.load_config("configs/gaussian.py"),
+                                  ["seeds=5", "generations=7", "n=6,12", "regime=replace"]))
+    plans = plan_run(spec)
+    assert len(plans) == 2 and spec.chains * len(plans) == 10
+    static = statics(cj.Experiment(name="p", model="gaussian", regimes=("replace",), seeds=5,
+                                   generations=7, n=6, d=10, n_test=200))[0]
+    assert plans[0].bytes_per_chain == bytes_per_chain(static, {})
+    assert make_regime(spec.statics[0]).capacity == 6
+    code, _, err = _run(capsys, "--set", "seeds=0", "--out", str(out), "--dry-run")
+    assert code == 2 and "seeds=0" in err
+
+
+def test_output_dir_holding_a_different_run_is_refused(tmp_path, capsys, monkeypatch):
+    from collapse_jax import plots
+
+    monkeypatch.setattr(plots, "plot_all", lambda results, out: [])  # figures: not tested here
+    out = tmp_path / "run"
+    assert _run(capsys, *TINY, "--out", str(out))[0] == 0
+    before = (out / "metrics.csv").read_text()
+    # the same run again is fine (deterministic), and so is --resume of it; chunk_size does not
+    # change the results, so it does not make a different run. (chunk_size=4 for 2 seeds: plans
+    # keep >= 2 chains per device, the documented bitwise guarantee; an explicit chunk_size=1 is
+    # honoured, and XLA lowers a batch of one chain differently: last-ulp differences, see
+    # plan.MIN_CHAINS_PER_DEVICE.)
+    assert _run(capsys, *TINY, "--out", str(out))[0] == 0
+    assert _run(capsys, *TINY, "--set", "chunk_size=4", "--out", str(out))[0] == 0
+    assert _run(capsys, *TINY, "--out", str(out), "--resume")[0] == 0
+    assert (out / "metrics.csv").read_text() == before
+    # a different run is refused, naming what differs
+    code, _, err = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "already holds a different run" in err and "seeds: 2 -> 3" in err
+    assert "--overwrite" in err
+    code, _, err = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--resume")
+    assert code == 2 and "--resume, but it holds a different run" in err
+    code, _, err = _run(capsys, *TINY, "--out", str(out), "--resume", "--overwrite")
+    assert code == 2 and "choose one" in err
+    assert (out / "metrics.csv").read_text() == before
+    # a dry run reports the refusal too, and never removes anything
+    code, _, err = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--dry-run")
+    assert code == 2 and "already holds a different run" in err
+    code, text, _ = _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--dry-run",
+                         "--overwrite")
+    assert code == 0 and "--overwrite would replace it" in text
+    assert (out / "metrics.csv").read_text() == before
+    # --overwrite replaces it
+    assert _run(capsys, *TINY, "--set", "seeds=3", "--out", str(out), "--overwrite")[0] == 0
+    assert json.loads((out / "config.json").read_text())["experiment"]["seeds"] == 3
+    # a non-empty directory that holds no run
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    code, _, err = _run(capsys, *TINY, "--out", str(other))
+    assert code == 2 and "holds no collapse-jax run" in err
+    assert (other / "notes.txt").read_text() == "mine"
+    # a file where the directory should be
+    code, _, err = _run(capsys, *TINY, "--out", str(other / "notes.txt"))
+    assert code == 2 and "is not a directory" in err
+
+
+if __name__ == "__main__":  # the closing note: every bad config file and the message it produced
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for _name, text, _ in BAD_CONFIG_FILES:
+            if text is None:
+                ref = str(Path(tmp) / "nope.py")
+            else:
+                ref = Path(tmp) / ("x.txt" if text == "x.txt" else "cfg.py")
+                ref.write_text("" if text == "x.txt" else text)
+            try:
+                cli.load_config(str(ref))
+            except ConfigError as e:
+                print(f"| config file: {_name} | {e} |")

@@ -8,7 +8,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import collapse_jax as cj
@@ -100,27 +99,3 @@ def test_sweep_runs_finite_and_compiles_once(case):
     assert fn._cache_size() == 1, "new hyperparameter values or seeds recompiled the sweep"
     assert jax.tree.structure(metrics) == jax.tree.structure(out2[1])
     assert bool(jnp.all(jnp.isfinite(out2[1][next(iter(metrics))])))
-
-
-def test_advance_compiles_once_across_chunks():
-    static = _example_static("gaussian", "accumulate")
-    chain = cj.make_chain(static)
-    hp = _hparams("gaussian")
-    key = jax.random.key(0)
-    real = C.draw_real(chain, key, hp, {})
-    state, _ = C.init(chain, key, hp, real)
-    adv = jax.jit(lambda s, g0, k, h, r: C.advance(chain, s, g0, g0 + 1, 1, k, h, r))
-    for g in (1, 2):
-        state, _ = adv(state, jnp.int32(g), key, hp, real)
-    assert adv._cache_size() == 1
-
-
-def test_run_experiment_has_every_row():
-    r = cj.run_experiment(cj.Experiment(
-        name="rows", model="gaussian", regimes=("replace", "accumulate"), seeds=3,
-        generations=4, n=(6, 9), d=2, n_test=8, hparams={"sigma": (1.0, 2.0)}))
-    t = r.table
-    assert len(t) == 2 * 2 * 2 * 3 * 4
-    counts = t.groupby(["regime", "n", "sigma", "seed"]).size()
-    assert (counts == 4).all()
-    np.testing.assert_array_equal(sorted(t["generation"].unique()), np.arange(4))

@@ -1,15 +1,23 @@
-"""Pool and regime invariants: shapes never change, count and mask agree, only valid slots are
-ever sampled, overflow is flagged and the dropped write changes nothing."""
+"""The pool (``collapse_jax.pool``): writes keep count, mask and origin tags consistent and a write
+past the capacity is dropped and flagged; only valid slots are ever sampled (uniform, weighted by
+origin, or an m-subset without replacement); masked moments ignore invalid slots.
+``prefix_subsample`` (Floyd's algorithm, vectorised) gives the sequential loop's exact output,
+every m-subset equally likely, distinct indices, and handles ``count < m``.
+"""
 
 from __future__ import annotations
+
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from collapse_jax import pool as P
-from collapse_jax import regimes as R
+from collapse_jax.pool import origin_weights, prefix_subsample, sample_weighted_indices
+from collapse_jax.regimes import fixed_real_mix
 
 
 def _consistent(p: P.Pool, view: bool = False) -> None:
@@ -20,70 +28,6 @@ def _consistent(p: P.Pool, view: bool = False) -> None:
         assert bool(jnp.all((p.origin >= 0) == p.valid))
     for leaf in jax.tree.leaves(p.data):
         assert bool(jnp.all(jnp.isfinite(leaf)))
-
-
-@pytest.mark.parametrize("name", ["replace", "accumulate", "accumulate_subsample"])
-@pytest.mark.parametrize("n0,n,gens", [(5, 5, 4), (3, 7, 3), (8, 2, 5)])
-def test_regimes_keep_shapes_and_masks(name, n0, n, gens):
-    factory = {"replace": R.replace, "accumulate": R.accumulate,
-               "accumulate_subsample": R.accumulate_subsample}[name]
-    regime = factory(n0, n, gens)
-    real = {"x": jnp.arange(n0 * 2, dtype=jnp.float32).reshape(n0, 2),
-            "y": jnp.ones((n0,), jnp.int32)}
-    pool = regime.init(real)
-    shapes = jax.tree.map(lambda a: (a.shape, a.dtype), pool)
-    _consistent(pool)
-    assert int(pool.count) == n0
-    root = jax.random.key(1)
-    for g in range(1, gens):
-        k_data, k_update, k_view = jax.random.split(jax.random.fold_in(root, g), 3)
-        synth = {"x": jax.random.normal(k_data, (regime.n_synthetic, 2), jnp.float32),
-                 "y": jnp.full((regime.n_synthetic,), g, jnp.int32)}
-        pool = jax.jit(regime.update)(pool, synth, jnp.int32(g), k_update, {})
-        assert jax.tree.map(lambda a: (a.shape, a.dtype), pool) == shapes
-        _consistent(pool)
-        assert not bool(pool.overflow)
-        expected = n if name == "replace" else n0 + g * n
-        assert int(pool.count) == expected
-        # synthetic rows carry their generation tag and their data
-        tagged = np.asarray(pool.origin) == g
-        assert tagged.sum() == n
-        np.testing.assert_array_equal(np.asarray(pool.data["y"])[tagged], g)
-        view = regime.view(pool, k_view, {})
-        _consistent(view, view=True)
-        if name == "accumulate_subsample":
-            assert int(view.count) == min(n0, expected)
-            # the view gathers the chosen rows into a pool of capacity m = n0: distinct valid
-            # rows of the pool, with their origin tags
-            assert view.capacity == regime.fit_capacity == n0
-            vrows = np.asarray(view.data["x"])[np.asarray(view.valid)]
-            prows = {tuple(r): int(o) for r, o in zip(np.asarray(pool.data["x"]),
-                                                       np.asarray(pool.origin), strict=True)
-                     if o >= 0}
-            assert len({tuple(r) for r in vrows}) == int(view.count)
-            origins = np.asarray(view.origin)[np.asarray(view.valid)]
-            assert all(prows[tuple(r)] == o for r, o in zip(vrows, origins, strict=True))
-        else:
-            assert int(view.count) == expected
-        # the regime's pool metrics (O(1) for accumulate) equal the mask-weighted ones
-        got, want = regime.metrics(view), P.pool_metrics(view)
-        assert {k: float(v) for k, v in got.items()} == {k: float(v) for k, v in want.items()}
-
-
-def test_accumulate_capacity_is_exact_and_overflow_is_flagged():
-    regime = R.accumulate(4, 3, 3)  # capacity 4 + 2 * 3
-    assert regime.capacity == 10
-    pool = regime.init(jnp.zeros((4, 1), jnp.float32))
-    for g in (1, 2):
-        pool = regime.update(pool, jnp.full((3, 1), float(g), jnp.float32), jnp.int32(g),
-                             jax.random.key(g), {})
-    assert int(pool.count) == 10 and not bool(pool.overflow)
-    before = pool
-    pool = regime.update(pool, jnp.full((3, 1), 9.0, jnp.float32), jnp.int32(3),
-                         jax.random.key(3), {})
-    assert bool(pool.overflow)
-    np.testing.assert_array_equal(pool.data, before.data)  # the dropped write changed nothing
-    np.testing.assert_array_equal(pool.valid, before.valid)
 
 
 def test_write_over_valid_slots_keeps_the_count():
@@ -129,3 +73,96 @@ def test_masked_moments_ignore_invalid_slots():
 def test_init_pool_rejects_real_data_larger_than_capacity():
     with pytest.raises(ValueError, match="capacity=2"):
         P.init_pool(jnp.zeros((3, 1), jnp.float32), capacity=2)
+
+
+def test_origin_weights_and_weighted_sampling():
+    p = fixed_real_mix(3, 1.0)
+    pool = p.update(p.init(jnp.zeros((3, 1))), jnp.ones((3, 1)), jnp.int32(1), None,
+                    {"lam": jnp.float32(2 / 3)})
+    w = origin_weights(pool, 0.5)
+    np.testing.assert_allclose(np.asarray(w), [0.5, 0.5, 0.5, 1, 1, 0])
+    idx = sample_weighted_indices(jax.random.key(1), w, 20000)
+    freq = np.bincount(np.asarray(idx), minlength=6) / 20000
+    assert freq[5] == 0.0
+    # probabilities 0.5/3.5 and 1/3.5: 4 standard errors of a binomial frequency
+    for i, pi in enumerate([1 / 7, 1 / 7, 1 / 7, 2 / 7, 2 / 7]):
+        assert abs(freq[i] - pi) < 4 * np.sqrt(pi * (1 - pi) / 20000)
+
+
+# ----------------------------------------------------------------------------------------------
+# prefix_subsample (Floyd's algorithm, vectorised)
+
+
+# Chi-square uniformity tests below: each at ALPHA, Bonferroni over the 3 cases.
+ALPHA = 1e-3 / 3
+
+
+def floyd_loop(keys, count: int, m: int) -> list[list[int]]:
+    """Floyd's sequential loop (Bentley & Floyd 1987) on the draws ``prefix_subsample`` makes."""
+    top = count - m + np.arange(m)
+    maxval = jnp.maximum(jnp.asarray(top, jnp.int32), 0) + 1
+    draws = np.asarray(jax.vmap(
+        lambda k: jax.random.randint(k, (m,), 0, maxval, dtype=jnp.int32))(keys))
+    if count < m:
+        return [list(range(m))] * len(draws)
+    out = []
+    for t in draws:
+        chosen: list[int] = []
+        taken: set[int] = set()
+        for i in range(m):
+            v = int(top[i]) if int(t[i]) in taken else int(t[i])
+            chosen.append(v)
+            taken.add(v)
+        out.append(chosen)
+    return out
+
+
+@pytest.mark.parametrize("count,m", [(1, 1), (5, 5), (9, 4), (12, 11), (40, 16), (3, 7),
+                                     (1000, 600), (99_100, 1000)])
+@pytest.mark.parametrize("bound", [None, "capacity"])
+def test_vectorised_equals_the_sequential_loop(count, m, bound):
+    # the vectorised collision recursion gives the loop's subset, in the loop's order, with both
+    # sorts (combined int32 key when capacity * m < 2^31, two-operand stable sort otherwise)
+    capacity = max(count, m) if bound else None
+    f = jax.jit(jax.vmap(lambda k: prefix_subsample(k, jnp.int32(count), m, capacity)))
+    keys = jax.random.split(jax.random.key(count * 7 + m), 64 if m <= 40 else 4)
+    want = floyd_loop(jax.random.clone(keys), count, m)  # the same keys (clone: no reuse error)
+    assert np.asarray(f(keys)).tolist() == want
+
+
+def test_many_collisions_still_distinct():
+    # m close to count: most steps collide, and chains of collisions are long
+    count, m = 1030, 1024
+    idx = np.asarray(jax.vmap(lambda k: prefix_subsample(k, jnp.int32(count), m, count))(
+        jax.random.split(jax.random.key(2), 50)))
+    assert ((idx >= 0) & (idx < count)).all()
+    assert all(len(set(r)) == m for r in idx.tolist())
+
+
+@pytest.mark.parametrize("count,m,bound", [(7, 3, 7), (6, 4, None), (8, 1, 8)])
+def test_every_subset_equally_likely(count, m, bound):
+    draws = 300 * len(list(itertools.combinations(range(count), m)))
+    keys = jax.random.split(jax.random.key(count * 10 + m), draws)
+    idx = np.asarray(jax.vmap(lambda k: prefix_subsample(k, jnp.int32(count), m, bound))(keys))
+    assert ((idx >= 0) & (idx < count)).all()
+    assert all(len(set(r)) == m for r in idx.tolist())
+    subsets = {s: i for i, s in enumerate(itertools.combinations(range(count), m))}
+    freq = np.bincount([subsets[tuple(sorted(r))] for r in idx.tolist()], minlength=len(subsets))
+    # H0: uniform over the C(count, m) subsets; 300 expected per cell
+    assert stats.chisquare(freq).pvalue > ALPHA, freq
+
+
+def test_uniformity_test_can_fail():
+    # negative control: a biased subset draw (the first m - 1 slots always, then one more at
+    # random) is rejected by the same chi-square test
+    count, m = 7, 3
+    rng = np.random.default_rng(0)
+    rows = [(0, 1, int(rng.integers(2, count))) for _ in range(300 * 35)]
+    subsets = {s: i for i, s in enumerate(itertools.combinations(range(count), m))}
+    freq = np.bincount([subsets[r] for r in rows], minlength=len(subsets))
+    assert stats.chisquare(freq).pvalue < ALPHA
+
+
+def test_short_pool_takes_every_valid_slot():
+    idx = prefix_subsample(jax.random.key(1), jnp.int32(2), 4)
+    assert idx.tolist() == [0, 1, 2, 3]  # slots >= count are masked invalid by the view

@@ -53,7 +53,7 @@ FAST_REGIMES = ("replace", "accumulate")
 
 #: Upper bound on ``a`` times the rejection probability of one Marsaglia-Tsang proposal at shape
 #: ``a >= 1``: ``a (1 - p(a))`` decreases from 0.04833 at a = 1 to 1/36 as a -> inf (quadrature;
-#: checked in tests/test_gaussian_sampling.py), so ``1 - p(a) <= MT_REJECT / a``.
+#: checked in tests/models/test_gaussian_fast.py), so ``1 - p(a) <= MT_REJECT / a``.
 MT_REJECT = 0.0484
 
 #: Largest probability, per chi-square draw, that the shared proposal stream runs out (about that

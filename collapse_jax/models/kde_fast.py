@@ -7,7 +7,7 @@ apart, of the synthetic slots (both unweighted: ``real_weight`` enters at evalua
 slots the last generation appended: O(n_test n) kernel evaluations per generation instead of
 O(n_test capacity). ``var_ratio`` comes from running moments (Chan et al.'s merge), sampling from a
 closed-form inverse CDF over the valid prefix (O(n), no pass over the capacity). The metrics equal
-the full-pool path's to float32 rounding on the same chain (tests/test_kde.py).
+the full-pool path's to float32 rounding on the same chain (tests/models/test_kde_fast.py).
 
 References:
     Chan, Golub, LeVeque 1979, "Updating formulae and a pairwise algorithm for computing sample

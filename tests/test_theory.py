@@ -1,18 +1,18 @@
-"""Statistical oracle tests: Monte-Carlo over many vmapped seeds against THEORY.md.
-
-Tolerance: ``|MC mean - theory| <= Z * standard error`` with the standard error computed from the
-same samples (Z = 4: for a correct implementation each check fails with probability ~6e-5).
+"""Statistical oracle tests of the closed forms (``collapse_jax.theory``, THEORY.md): Monte-Carlo
+over many vmapped seeds. Tolerance: ``|MC mean - theory| <= Z * standard error`` with the
+standard error computed from the same samples (Z = 4: for a correct implementation each check
+fails with probability ~6e-5).
 """
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from scipy import special
 
 import collapse_jax as cj
-from collapse_jax import theory
-from collapse_jax.sweep import run_sweep
+from collapse_jax import MODELS, StaticConfig, run_sweep, theory
 
 Z = 4.0
 
@@ -104,3 +104,58 @@ def test_gaussian_1d_unbiased_replace_mean_constant_median_decays():
     assert med[0] > med[49] > med[99]
     # THEORY.md: median at g = 99 about 0.37 sigma^2 (exp(100 * per_gen) = 0.363)
     assert abs(np.log(med[99]) - 100 * per_gen) < 0.15
+
+
+# ----------------------------------------------------------------------------------------------
+# categorical collisions and the Gaussian's sampling bias
+
+
+def _sweep_static(static, hp, chains, root=0):
+    spec = MODELS[static.model]
+    values = {**spec.hparams, **hp}
+    full = {k: np.broadcast_to(np.asarray(v, np.float32), (chains,)) for k, v in values.items()}
+    return run_sweep(static, jax.random.key(root), np.arange(chains), full, {})
+
+
+def _within(mc: np.ndarray, expected: np.ndarray, k: float = 4.0) -> None:
+    """Column means of ``mc`` [chains, G] within ``k`` standard errors of ``expected`` [G]."""
+    mean = mc.mean(axis=0)
+    se = mc.std(axis=0, ddof=1) / np.sqrt(mc.shape[0])
+    z = (mean - expected) / np.maximum(se, 1e-12)
+    assert np.all(np.abs(z) < k), f"z-scores {np.round(z, 2)}"
+
+
+def test_categorical_collision_follows_theory():
+    """E[sum p^2] = 1 - (1 - 1/n)^(g+1) (1 - 1/K) for a uniform p (THEORY.md, m = g + 1)."""
+    n, k, gens, chains = 10, 10, 30, 2000
+    static = StaticConfig(model="categorical", regime="replace", n0=n, n=n, d=k,
+                          generations=gens, n_test=4, options=(("prior", "uniform"),))
+    res = _sweep_static(static, {}, chains)
+    coll = res.metrics["collision"]
+    want = 1.0 - (1.0 - 1.0 / n) ** (np.arange(gens) + 1.0) * (1.0 - 1.0 / k)
+    np.testing.assert_allclose(
+        theory.expected(static, MODELS["categorical"].hparams, "collision", np.arange(gens)),
+        want)
+    _within(coll, want)
+    # survivors never increase under replace; collapsed <=> one survivor
+    surv = res.metrics["survivors"]
+    assert np.all(np.diff(surv, axis=1) <= 0)
+    np.testing.assert_array_equal(res.metrics["collapsed"], (surv == 1).astype(np.float32))
+    assert 0.2 < res.metrics["collapsed"][:, -1].mean() < 1.0
+
+
+def test_sampling_bias_follows_closed_form():
+    """Replace with variance scale s: E[trace ratio at g] = q (s q)^g, q = (n-1)/n (theory.py)."""
+    n, gens, chains = 100, 30, 1000
+    static = StaticConfig(model="gaussian", regime="replace", n0=n, n=n, d=2,
+                          generations=gens, n_test=10)
+    scales = np.float32([0.9, 1.0])
+    res = _sweep_static(static, {"scale": np.repeat(scales, chains)}, 2 * chains)
+    tr = res.metrics["trace_ratio"].reshape(2, chains, gens)
+    q, g = (n - 1) / n, np.arange(gens)
+    for i, s in enumerate(scales):
+        want = q * (float(s) * q) ** g
+        np.testing.assert_allclose(
+            theory.expected(static, {"sigma": 1.0, "scale": float(s)}, "trace_ratio", g), want)
+        _within(tr[i], want)
+    assert tr[0, :, -1].mean() < 0.1 * tr[1, :, -1].mean()

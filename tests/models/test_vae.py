@@ -1,4 +1,6 @@
-"""The VAE family: contract shapes, training helps, masking of budgets, vmap = separate runs."""
+"""The VAE family (``collapse_jax.models.vae``): contract shapes, training helps, masking of
+budgets, vmap = separate runs; a non-finite loss is flagged and the chain keeps running.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import collapse_jax as cj
 from collapse_jax import Experiment, StaticConfig, make_chain, run_chain, validate
 from collapse_jax.chain import draw_real
 from collapse_jax.config import ConfigError
 from collapse_jax.model import MODELS, make_model
 from collapse_jax.models.vae import class_metrics, mmd2
 from collapse_jax.sweep import run_sweep
+from collapse_jax.validate import statics
 
 TINY = {"hidden": 16, "latent": 2, "steps": 20, "batch": 8, "eval_samples": 16}
 
@@ -188,3 +192,30 @@ def test_vae_digits_reproduction():
     assert rise.mean() > 4 * rise.std(ddof=1) / np.sqrt(rise.size), rise
     assert rep[last] > acc[last]
     assert abs(acc[last] / acc[0] - 1.0) < 0.10
+
+
+# ----------------------------------------------------------------------------------------------
+# degenerate chains
+
+
+def _run(**kw):
+    exp = cj.Experiment(name="degenerate", **{"n_test": 16, **kw})
+    r = cj.run_experiment(exp)
+    t = r.table
+    assert len(t) == len(statics(exp)) * exp.seeds * len(
+        exp.hparam_grid(cj.MODELS[exp.model].hparams)) * exp.generations
+    assert t["collapsed"].dtype == bool and t["nonfinite"].dtype == bool
+    return r, t
+
+
+def test_vae_nonfinite_loss_is_flagged_and_the_chain_keeps_running():
+    # lr = 1e30: Adam's first step throws the weights to ~1e30 and the loss overflows to inf/NaN.
+    # The sizes match tests/test_validate.py (one compiled program for both).
+    ex = dict(cj.MODELS["vae"].example)
+    options = ex.pop("options", {})
+    r, t = _run(model="vae", regimes=("accumulate_subsample",), seeds=2, generations=3,
+                options=options, hparams={"lr": (1e-3, 1e30)}, chunk_size=4, **ex)
+    bad, good = t[t.lr > 1], t[t.lr < 1]
+    assert bad.groupby("seed")["nonfinite"].any().all()
+    assert not good["nonfinite"].any()
+    assert np.isfinite(good[list(r.metrics)].to_numpy(np.float64)).all()

@@ -1,0 +1,142 @@
+"""``run_experiment`` (``collapse_jax.experiment``): every row of the grid, reproducible for a seed
+and different across seeds; a failure in a later group leaves the earlier groups' rows on disk;
+the hyperparameter grid includes the regimes' defaults; x64 keeps finite what float32 overflows
+and never leaks out of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import collapse_jax as cj
+from collapse_jax import Experiment
+from collapse_jax import experiment as E
+from collapse_jax.files import write_json
+from collapse_jax.results import config_record, write_partial
+from collapse_jax.store import finished_columns
+from collapse_jax.validate import statics
+
+
+def test_run_experiment_has_every_row():
+    r = cj.run_experiment(cj.Experiment(
+        name="rows", model="gaussian", regimes=("replace", "accumulate"), seeds=3,
+        generations=4, n=(6, 9), d=2, n_test=8, hparams={"sigma": (1.0, 2.0)}))
+    t = r.table
+    assert len(t) == 2 * 2 * 2 * 3 * 4
+    counts = t.groupby(["regime", "n", "sigma", "seed"]).size()
+    assert (counts == 4).all()
+    np.testing.assert_array_equal(sorted(t["generation"].unique()), np.arange(4))
+
+
+def test_experiment_is_reproducible_and_seeds_differ():
+    exp = cj.Experiment(name="det", model="gaussian", regimes=("replace",), seeds=3,
+                        generations=4, n=8, d=2, n_test=8)
+    a = cj.run_experiment(exp).table
+    b = cj.run_experiment(exp).table
+    assert a.equals(b)
+    by_seed = a[a.generation == 3].set_index("seed")["trace_ratio"]
+    assert by_seed.nunique() == 3
+    c = cj.run_experiment(cj.override(exp, ["root_seed=1"])).table
+    assert not np.array_equal(a["trace_ratio"].to_numpy(), c["trace_ratio"].to_numpy())
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _fail_in_group(monkeypatch, failing: int):
+    """Make ``prepare_sweep`` raise for its ``failing``-th group (0-based); earlier groups run."""
+    real = E.prepare_sweep
+    calls = []
+
+    def flaky(static, *args, **kwargs):
+        calls.append(static)
+        if len(calls) - 1 == failing:
+            raise Boom(f"simulated crash in group {failing} (n={static.n})")
+        return real(static, *args, **kwargs)
+
+    monkeypatch.setattr(E, "prepare_sweep", flaky)
+    return calls
+
+
+def test_exception_in_a_later_group_leaves_earlier_rows_on_disk(tmp_path, monkeypatch):
+    # small sizes: one compiled program per group
+    exp = cj.Experiment(name="crash", model="gaussian", regimes=("replace", "accumulate"),
+                        seeds=2, generations=3, n=6, d=2, n_test=8, chunk_size=2)
+    spec = cj.resolve(exp)
+    calls = _fail_in_group(monkeypatch, failing=1)
+    write_json(tmp_path / "config.json", config_record(spec))
+    with pytest.raises(Boom) as info:
+        E.run_experiment(spec, out_dir=tmp_path)
+    assert len(calls) == 2
+    rows_per_group = spec.chains * exp.generations
+    done = finished_columns(tmp_path, rows_per_group)  # the finished group's rows, from parts
+    assert len(done["_group"]) == 6 and set(done["_group"].tolist()) == {0}
+    write_partial(spec, tmp_path, done, error=info.value)  # what the CLI does on the way out
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert len(table) == 1 * 2 * 3  # group replace: 2 seeds, 3 generations
+    assert set(table["regime"]) == {"replace"}
+    assert not table.drop(columns=["collapsed", "nonfinite"]).isna().any().any()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"] is False and summary["groups_done"] == 1
+    assert summary["groups_total"] == 2 and summary["rows"] == 6
+    assert summary["error"] == "Boom: simulated crash in group 1 (n=6)"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["experiment"]["regimes"] == ["replace", "accumulate"]
+    # the rows on disk are exactly those of an uninterrupted run
+    monkeypatch.undo()
+    full = E.run_experiment(dataclasses.replace(exp, regimes=("replace",))).table
+    pd.testing.assert_frame_equal(table, full, check_dtype=False)
+
+
+def _exp(**kw):
+    base = dict(name="t", model="gaussian", regimes=("fixed_real_mix",), n=10, d=2, n_test=5,
+                generations=3, seeds=2)
+    return Experiment(**{**base, **kw})
+
+
+def test_hparam_grid_includes_regime_defaults():
+    from collapse_jax.experiment import run_experiment
+
+    exp = _exp(lam_max=2.0, hparams={"lam": (0.5, 2.0)}, generations=2)
+    r = run_experiment(exp)
+    t = r.table
+    assert set(t["lam"]) == {0.5, 2.0}
+    last = t[t.generation == 1]
+    # pool size after the update: n0 + round(lam n0)
+    np.testing.assert_array_equal(last["pool_size"], 10 + np.round(last["lam"] * 10))
+    assert dataclasses.asdict(statics(r.experiment)[0])["lam_max"] == 2.0
+    # window has no hyperparameter: the default grid of a window experiment is the model's
+    assert r.experiment.hparam_grid({"sigma": 1.0}) == [{"lam": 0.5, "sigma": 1.0},
+                                                        {"lam": 2.0, "sigma": 1.0}]
+
+
+def test_x64_keeps_finite_what_float32_overflows():
+    """sigma = 1e25: sigma^2 overflows float32 (flagged nonfinite) but not float64."""
+    base = cj.Experiment(name="big", model="gaussian", regimes=("replace",), seeds=2,
+                         generations=3, n=6, d=2, n_test=8, hparams={"sigma": 1e25}, x64=True)
+    t = cj.run_experiment(base).table
+    assert not t["nonfinite"].any() and not t["collapsed"].any()
+    g0 = t[t.generation == 0]
+    assert np.isfinite(g0["trace_ratio"]).all() and (g0["trace_ratio"] > 0.05).all()
+    with pytest.raises(cj.ConfigError, match="overflows float32"):
+        cj.validate(dataclasses.replace(base, hparams={"sigma": 1e39}, x64=False))
+
+
+def test_x64_does_not_leak():
+    before = jax.config.jax_enable_x64
+    # the same program as test_x64_keeps_finite_what_float32_overflows (compiled once)
+    t = cj.run_experiment(cj.Experiment(
+        name="leak", model="gaussian", regimes=("replace",), seeds=2, generations=3, n=6, d=2,
+        n_test=8, x64=True)).table
+    assert t["trace_ratio"].dtype == np.float64
+    assert before is False and jax.config.jax_enable_x64 is False
+    assert jnp.zeros(1).dtype == jnp.float32
+    assert jnp.asarray(1.0).dtype == jnp.float32

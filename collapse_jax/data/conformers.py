@@ -18,8 +18,9 @@ How a chain's data maps to the engine (``d`` = the padded atom count ``A``):
   of molecule ``i mod M`` (so ``test.reshape(R, M, ...)`` groups it by molecule).
 - ``real.truth`` holds the graph tables the sampler and the bond check need: ``atoms [M, A]``,
   ``edges [M, A, A]`` and ``bond_ref [M, A, A]`` (mean bond length of each bond over the
-  molecule's real training conformers, 0 where no bond). They come from the source's host args
-  (unbatched under ``vmap``: one copy for all chains).
+  molecule's real training conformers, 0 where no bond), and every real training conformer
+  ``coords_train [M, C - R, A, 3]`` (``fresh_real_mix`` draws fresh real conformers from it).
+  They come from the source's host args (unbatched under ``vmap``: one copy for all chains).
 
 Options (the ``conformer_diffusion`` model's): ``molecules`` (M), ``conformers`` (per molecule,
 training + held-out), ``min_atoms``, ``hydrogens``, ``mmff``, ``embed_seed``. ``data_path`` is a
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import rng
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.data import molecules as mols
 from collapse_jax.model import Source, register_source
@@ -235,35 +237,39 @@ def round_robin(num: int, m: int) -> tuple[jax.Array, jax.Array]:
 
 
 def truth(args) -> dict[str, jax.Array]:
-    """The graph tables of ``real.truth``."""
+    """``real.truth``: the graph tables and every real training conformer (for fresh draws)."""
     return {"atoms": jnp.asarray(args["atoms"], jnp.int32),
             "edges": jnp.asarray(args["edges"], jnp.int8),
-            "bond_ref": jnp.asarray(args["bond_ref"], jnp.float32)}
+            "bond_ref": jnp.asarray(args["bond_ref"], jnp.float32),
+            "coords_train": jnp.asarray(args["coords_train"], jnp.float32)}
 
 
 @register_source("conformers")
 def conformer_source(static: StaticConfig) -> Source:
     """Real conformers of RDKit's NCI molecules (or a user's file); see the module docstring."""
-    n0, n_test = static.n0, static.n_test
+    n0 = static.n0
 
     def draw(key, hparams, args):
+        # The held-out set is every held-out conformer the args hold (n_test of them, as
+        # loaded): its size comes from the args' shapes, not from the static config.
         del hparams
         train = jnp.asarray(args["coords_train"], jnp.float32)
         test = jnp.asarray(args["coords_test"], jnp.float32)
-        m, ct = train.shape[:2]
+        (m, ct), r = train.shape[:2], test.shape[1]
         mol, rank = round_robin(n0, m)
-        perm = jnp.argsort(jax.random.uniform(key, (m, ct)), axis=1).astype(jnp.int32)
+        perm = jnp.argsort(rng.uniform(key, (m * ct,)).reshape(m, ct), axis=1).astype(jnp.int32)
         d0 = examples(args, mol, train[mol, perm[mol, rank]])
-        mol_t, rank_t = round_robin(n_test, m)
+        mol_t, rank_t = round_robin(m * r, m)
         held = examples(args, mol_t, test[mol_t, rank_t])
         return RealData(d0, held, truth(args))
 
     def fresh(key, hparams, args, real, num):
-        del hparams, real
-        train = jnp.asarray(args["coords_train"], jnp.float32)
-        m, ct = train.shape[:2]
+        # From real.truth (the same arrays as the args): the chain may call this without args.
+        del hparams, args
+        tables = real.truth
+        m, ct = tables["coords_train"].shape[:2]
         mol, _ = round_robin(num, m)
-        conf = jax.random.randint(key, (num,), 0, ct, dtype=jnp.int32)
-        return examples(args, mol, train[mol, conf])
+        conf = jnp.minimum(jnp.floor(rng.uniform(key, (num,)) * ct).astype(jnp.int32), ct - 1)
+        return examples(tables, mol, tables["coords_train"][mol, conf])
 
     return Source(load_args, draw, fresh)

@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from collapse_jax import rng
 from collapse_jax.models.conformer.egnn import remove_mean
 
 #: ``v_hat = denoise(x_t [A, 3], atoms [A], edges [A, A], t / T) -> [A, 3]`` for one conformer
@@ -84,7 +86,7 @@ def cosine_schedule(steps: int, s: float = 0.008, max_beta: float = 0.999) -> Sc
 def com_free_noise(key: jax.Array, mask: jax.Array) -> jax.Array:
     """Gaussian noise ``[..., A, 3]`` projected to zero mean over the real atoms of ``mask
     [..., A]`` (0 on padding)."""
-    z = jax.random.normal(key, (*mask.shape, 3), jnp.float32)
+    z = rng.normal(key, (math.prod(mask.shape) * 3,), jnp.float32).reshape(*mask.shape, 3)
     flat_z, flat_m = z.reshape(-1, *z.shape[-2:]), mask.reshape(-1, mask.shape[-1])
     return jax.vmap(remove_mean)(flat_z, flat_m).reshape(z.shape)
 
@@ -149,9 +151,10 @@ def denoising_loss(denoise: DenoiseFn, sch: Schedule, batch: dict, t: jax.Array,
 
 def training_loss(denoise: DenoiseFn, sch: Schedule, batch: dict, key: jax.Array) -> jax.Array:
     """Mean noise-prediction loss of a minibatch, ``t`` uniform on ``1..T`` (one key)."""
-    k_t, k_eps = jax.random.split(key)
+    k_t, k_eps = rng.split(key)
     n = batch["atoms"].shape[0]
-    t = jax.random.randint(k_t, (n,), 1, sch.steps + 1, dtype=jnp.int32)
+    u = rng.uniform(k_t, (n,), jnp.float32)
+    t = jnp.minimum(jnp.floor(u * sch.steps).astype(jnp.int32), sch.steps - 1) + 1
     eps = com_free_noise(k_eps, batch["atoms"] > 0)
     return jnp.mean(denoising_loss(denoise, sch, batch, t, eps))
 
@@ -175,7 +178,7 @@ def sample(denoise: DenoiseFn, sch: Schedule, key: jax.Array, atoms: jax.Array,
         ``[N, A, 3]`` conformers (centred, 0 on padding).
     """
     mask = atoms > 0
-    x_t = com_free_noise(jax.random.fold_in(key, 0), mask)
+    x_t = com_free_noise(rng.fold_in(key, 0), mask)
     steps = jnp.arange(sch.steps, 0, -1, dtype=jnp.int32)
 
     def body(x, t):
@@ -190,7 +193,7 @@ def sample(denoise: DenoiseFn, sch: Schedule, key: jax.Array, atoms: jax.Array,
         mean = (jnp.sqrt(ab_prev) * beta * x0 + jnp.sqrt(1.0 - beta) * (1.0 - ab_prev) * x) / (
             1.0 - ab)
         sigma = jnp.sqrt(beta * (1.0 - ab_prev) / (1.0 - ab))
-        return mean + sigma * com_free_noise(jax.random.fold_in(key, t), mask), None
+        return mean + sigma * com_free_noise(rng.fold_in(key, t), mask), None
 
     x0, _ = jax.lax.scan(body, x_t, steps)
     return x0

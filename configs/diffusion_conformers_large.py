@@ -12,11 +12,18 @@ steps of batch 128 per generation (cosine learning-rate decay after a 500-step w
 weights every generation), 6 generations (the paper's iterations 1-6), 8 seeds, replace vs
 accumulate. Sampling and evaluation run in chunks of 512 conformers (``chunk``).
 
-Cost (not measured here: no accelerator was available when this was written): per chain and
-generation about 20,000 training steps of 128 conformers x 576 atom pairs, plus 8,000 +
-4,000 (evaluation) sampled conformers x 500 denoiser calls; the RDKit generation (10,000
-conformers + MMFF) runs once, on the host, before anything compiles (about a minute on one CPU
-core; then cached, also for ``--dry-run``).
+Cost (not measured on an accelerator: none was available when this was written): per chain
+and generation 20,000 training steps of 128 conformers x 576 atom pairs, plus 8,000 + 4,000
+(evaluation) sampled conformers x 500 denoiser calls. The RDKit generation (10,000 conformers
++ MMFF) runs once on the host before anything compiles, then is cached (1.6 MB .npz): the first
+``--dry-run`` took 258 s on 2 shared CPU cores (load ~5), almost all of it RDKit. Its plan:
+
+    plan for 'diffusion_conformers_large' (model conformer_diffusion, float32): 2 groups,
+    2 compiles, 16 chains, 96 rows; nothing compiled (dry run)
+      regime      n     n0   d  chains  gens  capacity  mem/chain  chunk  chunks
+      replace     8000  8000 24  8       6     8000      232.1 MiB  8      1
+      accumulate  8000  8000 24  8       6     48000     380.0 MiB  8      1
+      peak memory per chunk ~3.0 GiB (budget 11.8 GiB, the CPU host's)
 
 Expected shape (paper, GEOM-Drugs): the held-out denoising loss rises generation after
 generation under replace and stays within a bounded band of generation 0 under accumulate.

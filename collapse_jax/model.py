@@ -92,7 +92,9 @@ class ModelSpec:
             ``config.HparamRange``; ``validate`` checks every configured value against them.
         doc: one line for ``collapse-jax list``.
         example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
-            contract tests run the family with; keep them tiny (CPU CI).
+            contract tests run the family with; keep them tiny (CPU CI). ``regimes`` (optional)
+            names the regimes the contract runs it under (default: every regime), for a family
+            whose every compile is costly.
         float64: the family computes in ``StaticConfig.dtype`` throughout, so ``x64=True`` runs
             are meaningful (others are float32 only).
         snapshot: samples a run keeps of the first chain of every group at a few generations

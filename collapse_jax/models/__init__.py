@@ -2,6 +2,7 @@
 
 from collapse_jax.models import (  # noqa: F401
     categorical,
+    conformer_diffusion,
     gaussian,
     gmm,
     kde,

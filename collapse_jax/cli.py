@@ -48,7 +48,7 @@ from collapse_jax.model import MODELS, SOURCES
 from collapse_jax.overrides import override
 from collapse_jax.plan import SweepPlan, memory_budget, plan_run
 from collapse_jax.plots import plot_all
-from collapse_jax.progress import progress_reporter
+from collapse_jax.progress import Progress
 from collapse_jax.regimes import (
     REGIME_DESCRIBE,
     REGIME_HPARAMS,
@@ -185,7 +185,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_json(Path(args.out) / "config.json", config_record(spec))
         write_partial(spec, args.out, {})
     try:
-        with _stoppable(not args.quiet) as progress:
+        with _stoppable(spec, not args.quiet, args.out) as progress:
             results = run_experiment(spec, progress=progress, out_dir=args.out,
                                      resume=args.resume)
     except BaseException as e:
@@ -334,11 +334,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _stoppable(show: bool):
-    """The run's progress reporter, within which the first Ctrl-C stops the run at the next
-    chunk boundary (its state checkpointed) and a second one at once."""
+def _stoppable(spec: RunSpec, show: bool, out: str):
+    """The run's ``Progress`` (on stderr unless ``--quiet``, and in ``DIR/run.log``), within
+    which the first Ctrl-C stops the run at the next chunk boundary (its state checkpointed)
+    and a second one at once."""
     stop = threading.Event()
-    bar = None
 
     def on_interrupt(signum, frame):
         if stop.is_set():
@@ -347,17 +347,18 @@ def _stoppable(show: bool):
         print("\ncollapse-jax: stopping at the end of the current chunk (Ctrl-C again: now)",
               file=sys.stderr)
 
-    def report(label, done, total):
-        nonlocal bar
-        bar = bar or progress_reporter(show, total)
-        bar(label, done)
+    def check(label, done, total):
         if stop.is_set():
             raise KeyboardInterrupt
 
+    total = len(spec.statics) * spec.chains * spec.experiment.generations
+    progress = Progress(total, show=show and jax.process_index() == 0,
+                        log=Path(out) / "run.log" if jax.process_index() == 0 else None,
+                        callback=check)
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_interrupt) if main else None
     try:
-        yield report
+        yield progress
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ from collapse_jax.config import ConfigError, Experiment
 from collapse_jax.mesh import make_mesh
 from collapse_jax.plan import SweepPlan, plan_run, precision
 from collapse_jax.programs import abstract_state
-from collapse_jax.progress import progress_reporter
+from collapse_jax.progress import Progress
 from collapse_jax.results import Results, build_table, check_complete, columns, metric_names
 from collapse_jax.store import RunStore
 from collapse_jax.sweep import ChunkOutput, SweepStart, prepare_sweep, sweep_chunks
@@ -32,7 +33,7 @@ from collapse_jax.validate import RunSpec, resolve
 def run_experiment(
     exp: Experiment | RunSpec,
     *,
-    progress: bool | Callable[[str | None, float, int], None] = False,
+    progress: bool | Callable[[str | None, float, int], None] | Progress = False,
     out_dir: Any = None,
     resume: bool = False,
     mesh: Any = None,
@@ -49,11 +50,13 @@ def run_experiment(
     Args:
         exp: the experiment (resolved here first: bad input raises ``ConfigError`` before any
             compile), or an already resolved ``RunSpec``.
-        progress: True for a progress display on stderr, or a callable
-            ``(label, chains_done, total_chains)`` (``chains_done`` counts finished generations
-            as fractions of a chain; ``label`` None at the end), called after every finished
-            chunk is stored. A ``KeyboardInterrupt`` it raises stops the run there, with the
-            state checkpointed first (the CLI's Ctrl-C does this), so ``resume`` loses nothing.
+        progress: True for a progress display on stderr (``progress.Progress``: a compile
+            phase per group, then chain-generations with a rate and ETA from the device time;
+            with ``out_dir`` also logged to ``out_dir/run.log``), a callable
+            ``(label, done, total)`` (chain-generations; ``label`` None at the end), or a
+            ``Progress``. It is told of every finished chunk after the chunk is stored; a
+            ``KeyboardInterrupt`` raised there stops the run with the state checkpointed first
+            (the CLI's Ctrl-C does this), so ``resume`` loses nothing.
         out_dir: directory for results parts, samples and checkpoints; required on a
             multi-host run. None keeps everything in memory.
         resume: continue from the latest checkpoint in ``out_dir`` (False starts over, clearing
@@ -80,8 +83,8 @@ def run_experiment(
     mesh = make_mesh() if mesh is None else mesh
     plans = plan_run(spec, devices=mesh.devices.size)
     root = jax.random.key(exp.root_seed)
-    total = len(spec.statics) * spec.chains
-    report = progress_reporter(progress if jax.process_index() == 0 else False, total)
+    report = _progress(progress, spec, out_dir)
+    per_group = spec.chains * exp.generations
     store = restored = None
     if out_dir is not None:
         store = RunStore(out_dir, spec.fingerprint, keep=exp.keep_checkpoints, resume=resume,
@@ -95,13 +98,16 @@ def run_experiment(
         for i, static in enumerate(spec.statics):
             plan, start = _resume_point(restored, i, plans[i], static.generations)
             if start is not None and start.chain_chunk >= plan.n_chunks:
-                report(spec.labels[i], (i + 1) * spec.chains)
+                report.skip((i + 1) * per_group)
                 continue  # the group finished before the interruption
+            done = i * per_group + _done_before(start, plan, spec.chains, static.generations)
+            report.skip(done)
+            report.compiling(i, len(spec.statics), spec.labels[i])
             with precision(static):
                 setup = prepare_sweep(static, root, spec.chain_ids, spec.hparams, spec.args[i],
                                       plan=plan, mesh=mesh, snapshot=spec.snapshot)
+                report.compiled(setup.compile_seconds)
                 t0 = time.perf_counter()
-                done = _done_before(start, plan, spec.chains)
                 for out in sweep_chunks(setup, start):
                     _check_overflow(out, spec.labels[i], static)
                     cols = columns(spec, i, out.metrics, out.positions, out.gen_start)
@@ -112,11 +118,10 @@ def run_experiment(
                     else:
                         kept.append(cols)
                     samples.setdefault(i, {}).update(out.samples)
-                    done += len(out.positions) * (out.gen_stop - out.gen_start) / \
-                        static.generations
+                    done += len(out.positions) * (out.gen_stop - out.gen_start)
                     try:
-                        report(f"{spec.labels[i]} gen {out.gen_stop}/{static.generations}",
-                               i * spec.chains + done)
+                        report.chunk(f"{spec.labels[i]} gen {out.gen_stop}/{static.generations}",
+                                     done)
                     except KeyboardInterrupt:  # a stop asked for at this boundary: keep it all
                         if store is not None:
                             store.flush(out.state if out.gen_stop < static.generations
@@ -128,7 +133,7 @@ def run_experiment(
                            "generation_chunk": plan.generation_chunk,
                            "compile_seconds": setup.compile_seconds,
                            "run_seconds": run_seconds})
-        report(None, total)
+        report.close()
         if store is not None:
             cols = store.finish()
             samples = store.load_samples()
@@ -172,13 +177,25 @@ def _resume_point(restored, group: int, plan: SweepPlan, generations: int
     return plan, SweepStart(record["chain_chunk"], record["generation"], state)
 
 
-def _done_before(start: SweepStart | None, plan: SweepPlan, chains: int) -> float:
-    """Chains of a group finished before a resume point (generations count as fractions)."""
+def _progress(progress, spec: RunSpec, out_dir: Any) -> Progress:
+    """The run's ``Progress`` from ``run_experiment``'s argument (process 0 reports)."""
+    if isinstance(progress, Progress):
+        return progress
+    total = len(spec.statics) * spec.chains * spec.experiment.generations
+    lead = jax.process_index() == 0
+    return Progress(total, show=lead and progress is True,
+                    log=Path(out_dir) / "run.log" if (out_dir is not None and lead) else None,
+                    callback=progress if (callable(progress) and lead) else None)
+
+
+def _done_before(start: SweepStart | None, plan: SweepPlan, chains: int, generations: int
+                 ) -> int:
+    """Chain-generations of a group finished before a resume point."""
     if start is None:
-        return 0.0
+        return 0
     done = min(start.chain_chunk * plan.chunk_size, chains)
-    in_chunk = min(plan.chunk_size, chains - done)
-    return done + max(in_chunk, 0) * start.generation / plan.generations
+    in_chunk = max(min(plan.chunk_size, chains - done), 0)
+    return done * generations + in_chunk * start.generation
 
 
 def _check_overflow(out: ChunkOutput, label: str, static) -> None:

@@ -21,7 +21,7 @@ blocks, so the pool is those sums (``pool.statistics_regime``) instead of the ro
 labels are drawn (same keys, same numbers), and each generation costs O(T d) for ``X^T y`` plus
 the O(d^3) solve, where ``accumulate``'s pool of rows grows by T each generation (100,000 rows of
 33 floats per chain after 100 generations at T = 1000). Same results as the row pool up to float
-rounding (tests/test_classical.py).
+rounding (tests/models/test_linear_regression.py).
 
 Closed forms (``theory.py``): with u = sigma^2 d / (T - d - 1), replace gives u (g + 1) and
 accumulate gives u * sum_{j<=g+1} 1/j^2 <= u pi^2 / 6.
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from collapse_jax import linalg as L
 from collapse_jax import regimes as R
+from collapse_jax import rng
 from collapse_jax.config import NONNEGATIVE, ConfigError, StaticConfig
 from collapse_jax.model import GenerativeModel, register_model
 
@@ -101,7 +102,7 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
 
     def sample(key, params, real, hparams, num):
         x = real.train["x"]  # fixed design: new labels of the real inputs
-        y = x @ params["w"] + hparams["sigma"] * jax.random.normal(key, (num,), dt)
+        y = x @ params["w"] + hparams["sigma"] * rng.normal(key, (num,), dt)
         if fast:  # the block's statistics (X^T X is the same every generation)
             return _block(x, y, real.truth["gram"], real=False)
         return {"x": x, "y": y}

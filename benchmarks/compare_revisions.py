@@ -5,11 +5,12 @@ fresh process with ``PYTHONPATH`` set to one checkout, so only the APIs both rev
 used (``StaticConfig``, ``run_sweep`` and its ``SweepResult``, the ``collapse-jax run`` CLI).
 
 Workloads:
-- ``sweep``: ``run_sweep`` of the Gaussian (fast path, d = 10, n = 100, metrics trace_ratio,
-  mean_error, logdet_ratio) under ``replace`` and ``accumulate``, 10,000 chains x 51 generations
-  in one batch: compile seconds and steady-state run seconds of a second call in the same process.
+- ``sweep``: ``run_sweep`` of the Gaussian (fast path, d = 10, n = 100, ``--metrics``, by default
+  trace_ratio, mean_error, logdet_ratio) under ``replace`` and ``accumulate``, 10,000 chains x 51
+  generations in one batch: compile seconds and steady-state run seconds of a second call in the
+  same process.
 - ``cli``: ``collapse-jax run configs/gaussian.py`` at 10,000 seeds, n = 100, d = 10, 50
-  generations, the same three metrics, with ``--out`` (parts, checkpoints, table, figures),
+  generations, the same metrics, with ``--out`` (parts, checkpoints, table, figures),
   persistent compilation cache off: whole-process wall seconds.
 
     python benchmarks/compare_revisions.py --old /path/to/old/checkout --new . --repeats 5
@@ -35,11 +36,11 @@ import common
 SWEEP = """
 import json, sys, time, jax, numpy as np
 import collapse_jax as cj
+metrics = tuple(m for m in sys.argv[1].split(",") if m)
 out = {}
 for regime in ("replace", "accumulate"):
     static = cj.StaticConfig(model="gaussian", regime=regime, n0=100, n=100, d=10,
-                             generations=51, n_test=100,
-                             metrics=("trace_ratio", "mean_error", "logdet_ratio"))
+                             generations=51, n_test=100, metrics=metrics)
     args = dict(chunk_size=10000, generation_chunk=25)
     hp = {"sigma": 1.0, "scale": 1.0}
     first = cj.run_sweep(static, jax.random.key(0), np.arange(10000), hp, {}, **args)
@@ -55,20 +56,20 @@ def _env(tree: Path) -> dict[str, str]:
     return env
 
 
-def run_sweep_workload(tree: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", SWEEP], env=_env(tree), cwd=tree, check=True,
-                          capture_output=True, text=True)
+def run_sweep_workload(tree: Path, metrics: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SWEEP, metrics], env=_env(tree), cwd=tree,
+                          check=True, capture_output=True, text=True)
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
-def run_cli_workload(tree: Path, regime: str) -> float:
+def run_cli_workload(tree: Path, regime: str, metrics: str) -> float:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "collapse_jax.cli", "run", "configs/gaussian.py",
                         "--set", "seeds=10000", "--set", "n=100", "--set", "d=10",
                         "--set", "generations=50", "--set", f"regime={regime}",
-                        "--set", "metrics=trace_ratio,mean_error,logdet_ratio",
+                        *(["--set", f"metrics={metrics}"] if metrics else []),
                         "--out", out, "--quiet"], env=_env(tree), cwd=tree, check=True,
                        capture_output=True, text=True)
         return time.perf_counter() - t0
@@ -80,6 +81,8 @@ def main() -> None:
     p.add_argument("--new", default=Path(__file__).resolve().parents[1], type=Path)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--workloads", default="sweep,cli")
+    p.add_argument("--metrics", default="trace_ratio,mean_error,logdet_ratio",
+                   help="model metrics computed ('' = all five)")
     args = p.parse_args()
     env = common.environment()
     trees = {"old": args.old.resolve(), "new": args.new.resolve()}
@@ -88,14 +91,14 @@ def main() -> None:
         order = ("old", "new") if i % 2 == 0 else ("new", "old")
         for which in order:
             if "sweep" in args.workloads:
-                for regime, rec in run_sweep_workload(trees[which]).items():
+                for regime, rec in run_sweep_workload(trees[which], args.metrics).items():
                     for k, v in rec.items():
                         samples.setdefault(f"sweep {regime} {k}", {}).setdefault(
                             which, []).append(v)
             if "cli" in args.workloads:
                 for regime in ("replace", "accumulate"):
                     samples.setdefault(f"cli {regime} wall_s", {}).setdefault(which, []).append(
-                        run_cli_workload(trees[which], regime))
+                        run_cli_workload(trees[which], regime, args.metrics))
         common.log(f"round {i + 1}/{args.repeats} done")
     rows = {}
     for name, by in samples.items():
@@ -110,6 +113,7 @@ def main() -> None:
     common.append_jsonl("compare_revisions", {**env, "old": str(trees["old"]),
                                               "new": str(trees["new"]),
                                               "repeats": args.repeats, "rows": rows,
+                                              "metrics": args.metrics,
                                               "samples": samples,
                                               "loadavg_after": list(os.getloadavg())})
 

@@ -35,6 +35,7 @@ from collapse_jax.model import (
 )
 from collapse_jax.overrides import override
 from collapse_jax.pool import Pool, init_pool
+from collapse_jax.programs import clear_caches
 from collapse_jax.regimes import (
     REGIMES,
     Regime,
@@ -70,6 +71,7 @@ __all__ = [
     "accumulate",
     "accumulate_subsample",
     "advance",
+    "clear_caches",
     "draw_real",
     "hparams_from",
     "init",

@@ -29,7 +29,7 @@ def apply_cpu_defaults() -> None:
         return
     os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
     try:
-        from jax._src import xla_bridge
+        from jax._src import xla_bridge  # private: only to tell whether JAX has started
 
         started = bool(getattr(xla_bridge, "_backends", None))
     except ImportError:  # pragma: no cover - private API moved

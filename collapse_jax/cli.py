@@ -178,7 +178,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     initialize_distributed(args.coordinator, args.num_processes, args.process_id,
                            auto=args.distributed)
-    enable_compilation_cache()
     lead = jax.process_index() == 0  # process 0 writes the merged outputs
     t0 = time.perf_counter()
     if lead:
@@ -207,29 +206,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} "
               f"(compile {compile_s:.1f} s, run {run_s:.1f} s, total {wall:.1f} s)")
     return 0
-
-
-#: Environment variable: directory of the persistent compilation cache of ``collapse-jax run``
-#: (default ``~/.cache/collapse_jax/xla``); ``off`` (or empty) disables it.
-ENV_CACHE = "COLLAPSE_JAX_CACHE_DIR"
-
-
-def enable_compilation_cache() -> str | None:
-    """Turn on JAX's persistent compilation cache for a CLI run; return its directory.
-
-    A rerun of a config (or of any config with the same shapes) then loads its compiled programs
-    from disk instead of compiling them (seconds each on CPU). Programs that compiled in under a
-    second are not stored (JAX's ``jax_persistent_cache_min_compile_time_secs``). A directory the
-    user configured for JAX (``JAX_COMPILATION_CACHE_DIR``) is kept. The cache is trusted code:
-    keep it private (see the JAX documentation, "Persistent compilation cache").
-    """
-    if jax.config.jax_compilation_cache_dir:
-        return jax.config.jax_compilation_cache_dir
-    path = os.environ.get(ENV_CACHE, str(Path.home() / ".cache" / "collapse_jax" / "xla"))
-    if path.strip().lower() in ("", "off", "0", "none"):
-        return None
-    jax.config.update("jax_compilation_cache_dir", path)
-    return path
 
 
 _OUT_STATUS = {"new": "new or empty directory", "same": "holds this same run; rerun is safe",

@@ -144,6 +144,11 @@ def abstract_signature(tree: PyTree, *, sharding: bool) -> tuple:
 _LARGEST: dict[Any, int] = {}
 
 
+def clear_plan_caches() -> None:
+    """Forget the traced memory estimates (``programs.clear_caches`` calls this)."""
+    _LARGEST.clear()
+
+
 def largest_temporary(static: StaticConfig, args: PyTree, shapes: Any) -> int:
     """Bytes of the largest intermediate array of one chain's generation 0 or later generation
     (traced with ``jax.make_jaxpr``, nothing compiled; cached by config and argument shapes),

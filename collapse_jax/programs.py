@@ -16,20 +16,31 @@ caller can time compilation apart from running.
 
 from __future__ import annotations
 
+import collections
 import functools
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from collapse_jax import chain as C
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.mesh import AXIS
-from collapse_jax.plan import SweepPlan, abstract_signature, gib, hparam_shapes, memory_budget
+from collapse_jax.plan import (
+    SweepPlan,
+    abstract_signature,
+    clear_plan_caches,
+    gib,
+    hparam_shapes,
+    memory_budget,
+)
 from collapse_jax.types import Array, PRNGKey, PyTree
 
 
@@ -130,15 +141,63 @@ def abstract_state(static: StaticConfig, args: PyTree, chunk_size: int, mesh: Me
         lambda x: jax.ShapeDtypeStruct((chunk_size, *x.shape), x.dtype, sharding=sh), single)
 
 
-_EXECUTABLES: dict[Any, Any] = {}
+#: Compiled executables kept (least recently used dropped first). Each one holds its machine code
+#: in memory maps (on CPU a few per kernel: a chain program maps ~200), and a process may hold
+#: at most ``vm.max_map_count`` (65,530 by default on Linux) maps in all: an unbounded cache ran a
+#: long process out of them ("LLVM compilation error: Cannot allocate memory").
+MAX_EXECUTABLES = 32
+
+_EXECUTABLES: collections.OrderedDict[Any, Any] = collections.OrderedDict()
 
 
 def _compile(fn: Callable, example: tuple) -> Any:
     """``fn.lower(*example).compile()``, cached by the abstract signature of ``example``."""
     sig = (fn, abstract_signature(example, sharding=True))
-    if sig not in _EXECUTABLES:
+    if sig in _EXECUTABLES:
+        _EXECUTABLES.move_to_end(sig)
+    else:
         _EXECUTABLES[sig] = fn.lower(*example).compile()
+        while len(_EXECUTABLES) > MAX_EXECUTABLES:
+            _EXECUTABLES.popitem(last=False)
     return _EXECUTABLES[sig]
+
+
+#: Environment variable: directory of the persistent compilation cache collapse_jax turns on
+#: (default ``~/.cache/collapse_jax/xla``); ``off`` (or empty) disables it.
+ENV_CACHE = "COLLAPSE_JAX_CACHE_DIR"
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache (every sweep calls this); return its directory.
+
+    A rerun of a config (or of any config with the same shapes), through the CLI or the Python
+    API, then loads its compiled programs from disk instead of compiling them (seconds each on
+    CPU). Programs that compiled in under a second are not stored (JAX's
+    ``jax_persistent_cache_min_compile_time_secs``). A directory the user configured for JAX
+    (``JAX_COMPILATION_CACHE_DIR``) is kept; ``COLLAPSE_JAX_CACHE_DIR=off`` turns it off. The
+    setting stays for the rest of the process. The cache is trusted code: keep it private (see
+    the JAX documentation, "Persistent compilation cache").
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    path = os.environ.get(ENV_CACHE, str(Path.home() / ".cache" / "collapse_jax" / "xla"))
+    if path.strip().lower() in ("", "off", "0", "none"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    compilation_cache.reset_cache()  # JAX decides on first use; a compile before may have run
+    return path
+
+
+def clear_caches() -> None:
+    """Drop every compiled program collapse_jax and JAX hold in this process, and the memory
+    estimates: their memory (and memory maps) is released. A long session (a notebook, a test
+    run) that compiles hundreds of distinct programs calls this between experiments; the
+    persistent compilation cache on disk is untouched."""
+    _EXECUTABLES.clear()
+    for program in (init_program, advance_program, snapshot_program, reference_program):
+        program.cache_clear()
+    clear_plan_caches()
+    jax.clear_caches()
 
 
 class Programs(NamedTuple):
@@ -160,6 +219,7 @@ def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTr
     ``ConfigError`` when the backend reports that the compiled batch does not fit the memory
     budget (GPU / TPU; CPU reports no temporaries).
     """
+    enable_compilation_cache()
     sh = NamedSharding(mesh, P(AXIS))
     ids = jax.ShapeDtypeStruct((plan.chunk_size,), jnp.int32, sharding=sh)
     hp = {k: jax.ShapeDtypeStruct((plan.chunk_size,), np.asarray(v).dtype, sharding=sh)

@@ -20,19 +20,30 @@ for t in tests/test_*.py tests/*/test_*.py; do
   [[ " ${slow[*]} " == *" $t "* ]] || targets+=("$t")
 done
 
+# a line per file as it finishes: [finished/total, elapsed] file: pytest's summary (seconds)
+n=${#targets[@]}
+start=$SECONDS
+echo "running ${n} test files, ${jobs_max} at a time (a line as each finishes)"
 i=0
 for t in "${targets[@]}"; do
   while (( $(jobs -rp | wc -l) >= jobs_max )); do wait -n; done
-  ( python -m pytest -q -p no:cacheprovider "$@" "$t" >"$logs/$i.out" 2>&1; echo $? >"$logs/$i.rc" ) &
+  (
+    t0=$SECONDS
+    python -m pytest -q -p no:cacheprovider "$@" "$t" >"$logs/$i.out" 2>&1; echo $? >"$logs/$i.rc"
+    last=$(grep -E '(passed|failed|error|no tests ran|deselected)' "$logs/$i.out" | tail -n 1)
+    done_now=$(ls "$logs"/*.rc | wc -l)
+    printf '[%d/%d, %dm%02ds] %s: %s (%d s)\n' "$done_now" "$n" $(((SECONDS - start) / 60)) \
+      $(((SECONDS - start) % 60)) "$t" "${last:-no summary}" $((SECONDS - t0))
+  ) &
   i=$((i + 1))
 done
 wait
+echo
 
 passed=0; failed=0; skipped=0; bad_files=()
 for i in "${!targets[@]}"; do
   target="${targets[$i]}"; out=$(cat "$logs/$i.out"); code=$(cat "$logs/$i.rc" 2>/dev/null || echo 1)
   last=$(printf '%s\n' "$out" | grep -E '(passed|failed|error|no tests ran|deselected)' | tail -n 1)
-  echo "$target: ${last:-no summary}"
   p=$(grep -oE '[0-9]+ passed' <<<"$last" | grep -oE '[0-9]+' || true)
   f=0
   for x in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$last" | grep -oE '^[0-9]+'); do f=$((f + x)); done

@@ -140,3 +140,49 @@ def test_x64_does_not_leak():
     assert before is False and jax.config.jax_enable_x64 is False
     assert jnp.zeros(1).dtype == jnp.float32
     assert jnp.asarray(1.0).dtype == jnp.float32
+
+
+def test_python_api_uses_the_persistent_compilation_cache(tmp_path, monkeypatch):
+    """``run_experiment`` turns the persistent compilation cache on too: a second identical run,
+    in a process that has compiled none of its programs, loads them all (cache hits, no misses)
+    and gives the same table."""
+    import os
+    import subprocess
+    import sys
+
+    import jax
+    from jax._src import compilation_cache
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COLLAPSE_JAX_CACHE_DIR", str(cache))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    code = ("import sys, collapse_jax as cj\n"
+            "e = cj.Experiment(name='api', model='linear_regression', regimes=('replace',), "
+            "seeds=2, generations=3, n=13, d=4, n_test=8)\n"
+            "cj.run_experiment(e).table.to_csv(sys.argv[1], index=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.csv")],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert any(e.startswith("jit_one-") for e in entries), entries
+    events = []
+
+    def listen(event, **kwargs):
+        events.append(event)
+
+    jax.monitoring.register_event_listener(listen)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    try:
+        exp = cj.Experiment(name="api", model="linear_regression", regimes=("replace",),
+                            seeds=2, generations=3, n=13, d=4, n_test=8)
+        table = cj.run_experiment(exp).table
+    finally:
+        jax.monitoring.unregister_event_listener(listen)
+        jax.config.update("jax_compilation_cache_dir", None)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        compilation_cache.reset_cache()
+    assert events.count("/jax/compilation_cache/cache_hits") >= 2  # init + advance programs
+    assert "/jax/compilation_cache/cache_misses" not in events
+    assert sorted(p.name for p in cache.iterdir()) == entries
+    table.to_csv(tmp_path / "b.csv", index=False)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()

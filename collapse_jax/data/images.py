@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.model import Source, register_source
@@ -69,7 +70,7 @@ def load_digits() -> ImageSet:
     ((1797, 64), dtype('float32'), 1.0, (8, 8))
     """
     try:
-        from sklearn.datasets import load_digits as _load
+        from sklearn.datasets import load_digits as _load  # optional: the [data] extra
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ConfigError(
             "source='digits' needs scikit-learn: pip install 'collapse_jax[data]'"
@@ -110,7 +111,7 @@ def load_tfds(
     ``~/tensorflow_datasets``). ``limit`` keeps the first ``limit`` records.
     """
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # optional: the [data] extra
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ConfigError(
             f"source={name!r} needs tensorflow-datasets: pip install 'collapse_jax[data]'"
@@ -143,8 +144,6 @@ def fit_probe(
 
     Returns ``(w [d, C], b [C])`` float32 numpy arrays. Deterministic (no randomness).
     """
-    import optax
-
     xj = jnp.asarray(x, jnp.float32)
     onehot = jax.nn.one_hot(jnp.asarray(y, jnp.int32), num_classes, dtype=jnp.float32)
     params = (jnp.zeros((x.shape[1], num_classes), jnp.float32),

@@ -113,7 +113,7 @@ def data_dir() -> Path:
 
 
 def _rdkit():
-    try:
+    try:  # optional: the [molecules] extra
         import rdkit
         from rdkit import Chem, RDConfig, RDLogger  # noqa: F401
         from rdkit.Chem import AllChem, rdMolDescriptors  # noqa: F401

@@ -9,8 +9,8 @@ as ``collapse_jax`` so means over seeds can be compared:
 - ``gaussian``: mean + MLE covariance, ``np.random.multivariate_normal``; trace ratio, mean error,
   log-det ratio (``slogdet``: -inf for a singular covariance, where collapse_jax floors the
   eigenvalues);
-- ``linear_regression``: fixed design X (docs/theory.md), OLS by ``pinv``, relabel ``X w_hat + noise``;
-  test error ``|w_hat - w*|^2``;
+- ``linear_regression``: fixed design X (docs/theory.md), OLS by ``pinv``, relabel
+  ``X w_hat + noise``; test error ``|w_hat - w*|^2``;
 - ``kde``: fixed bandwidth h, sampling = a uniformly drawn point of the fit's pool + N(0, h^2 I),
   NLL of ``n_test`` held-out real points (log-sum-exp over the pool). The two moons are the i.i.d.
   version collapse_jax draws (uniform angle, a fair coin for the moon, N(0, noise^2) noise; not

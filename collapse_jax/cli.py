@@ -194,7 +194,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     if not lead:
         return 0
-    write_results(results, args.out)
+    write_results(results, args.out, csv=True if args.csv else None)
     figures = plot_all(results, args.out)
     wall = time.perf_counter() - t0
     if not args.quiet:
@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a config key; repeatable; comma lists sweep")
     run.add_argument("--out", help="output directory (not needed with --dry-run)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument("--csv", action="store_true",
+                     help="also write metrics.csv for tables of over a million rows (the "
+                          "metrics/ Parquet dataset always holds the table)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate and print the plan (groups, memory, compiles); compile nothing")
     run.add_argument("--overwrite", action="store_true",

@@ -24,7 +24,14 @@ from collapse_jax.mesh import make_mesh
 from collapse_jax.plan import SweepPlan, plan_run, precision
 from collapse_jax.programs import abstract_state
 from collapse_jax.progress import Progress
-from collapse_jax.results import Results, build_table, check_complete, columns, metric_names
+from collapse_jax.results import (
+    Results,
+    build_table,
+    check_complete,
+    columns,
+    labels,
+    metric_names,
+)
 from collapse_jax.store import RunStore
 from collapse_jax.sweep import ChunkOutput, SweepStart, prepare_sweep, sweep_chunks
 from collapse_jax.validate import RunSpec, resolve
@@ -114,7 +121,7 @@ def run_experiment(
                     if store is not None:
                         store.chunk_done(i, cols, out.chain_chunk, out.gen_start, out.gen_stop,
                                          static.generations, out.state, plan._asdict(),
-                                         out.samples)
+                                         out.samples, labels=labels(spec, i))
                     else:
                         kept.append(cols)
                     samples.setdefault(i, {}).update(out.samples)

@@ -238,6 +238,53 @@ def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTr
     return Programs(init, advance, snap)
 
 
+def _examples(static: StaticConfig, args: PyTree, chains: int, length: int
+              ) -> dict[str, tuple[Callable, tuple]]:
+    """The ``init`` and ``advance`` programs of ``chains`` chains on one device, each with
+    abstract arguments to trace or lower it with."""
+    mesh = Mesh(np.asarray(jax.devices()[:1]), (AXIS,))
+    sh, rep = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
+    key_data = jax.random.key_data(jax.random.key(0))
+    root = jax.ShapeDtypeStruct(key_data.shape, key_data.dtype, sharding=rep)
+    ids = jax.ShapeDtypeStruct((chains,), jnp.int32, sharding=sh)
+    hp = {k: jax.ShapeDtypeStruct((chains,), v.dtype, sharding=sh)
+          for k, v in hparam_shapes(static).items()}
+    impl = str(jax.random.key_impl(jax.random.key(0)))
+    state, real = abstract_state(static, args, chains, mesh)
+    g = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
+    return {"init": (init_program(static, impl, mesh), (root, ids, hp, args)),
+            "advance": (advance_program(static, impl, mesh, length),
+                        (state, real, g, g, root, ids, hp, args))}
+
+
+def program_jaxprs(static: StaticConfig, args: PyTree, chains: int = 2, length: int = 2
+                   ) -> dict[str, Any]:
+    """The ``init`` and ``advance`` programs of ``chains`` chains of ``static`` as jaxprs (traced,
+    not lowered or compiled): what compile-time budgets measure (``program_size``)."""
+    return {name: jax.make_jaxpr(fn)(*example)
+            for name, (fn, example) in _examples(static, args, chains, length).items()}
+
+
+def lower_programs(static: StaticConfig, args: PyTree, chains: int = 2, length: int = 2
+                   ) -> dict[str, Any]:
+    """The same programs lowered (``.compile()`` each to time XLA's part)."""
+    return {name: fn.lower(*example)
+            for name, (fn, example) in _examples(static, args, chains, length).items()}
+
+
+def program_size(jaxpr: Any) -> int:
+    """Equations of a jaxpr with every call expanded (a function called twice counts twice, as
+    XLA inlines it) and every loop or branch body counted once: a proxy for compile time."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0
+    for eqn in jaxpr.eqns:
+        inner = [getattr(p, "jaxpr", p) for v in eqn.params.values()
+                 for p in (v if isinstance(v, list | tuple) else (v,))]
+        inner = [j for j in inner if hasattr(j, "eqns")]
+        total += sum(program_size(j) for j in inner) if inner else 1
+    return total
+
+
 def _check_memory(compiled: Any, plan: SweepPlan, budget: int, static: StaticConfig) -> None:
     """Fail early when the backend reports the compiled batch does not fit (GPU/TPU)."""
     try:

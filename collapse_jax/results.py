@@ -27,8 +27,13 @@ from collapse_jax.validate import RunSpec
 ID_COLUMNS = ("experiment", "model", "regime", "seed", "generation")
 #: Helper columns of parts and unfinished tables (dropped from the final table).
 ORDER_COLUMNS = ("_group", "_chain")
-#: Files a run writes into its output directory (``--overwrite`` removes these and ``*.png``).
-RUN_FILES = ("metrics.csv", "metrics.parquet", "config.json", "summary.json", "samples.txt")
+#: Files a run writes into its output directory (``--overwrite`` removes these and ``*.png``;
+#: the ``metrics/`` dataset, ``samples/`` and ``checkpoints/`` are cleared by the run itself).
+RUN_FILES = ("metrics.csv", "config.json", "summary.json", "samples.txt", "run.log")
+
+#: ``metrics.csv`` is written for tables of at most this many rows (``write_results(csv=True)``,
+#: the CLI's ``--csv``, for any size): the ``metrics/`` Parquet dataset holds every table.
+CSV_MAX_ROWS = 1_000_000
 
 
 @dataclasses.dataclass
@@ -101,6 +106,12 @@ def columns(spec: RunSpec, group: int, metrics: dict[str, np.ndarray], positions
     for k, v in metrics.items():
         cols[k] = v.reshape(-1).astype(bool) if k in FLAGS else v.reshape(-1)
     return cols
+
+
+def labels(spec: RunSpec, group: int) -> dict[str, str]:
+    """The text columns of a group's rows: experiment, model and regime."""
+    return {"experiment": spec.experiment.name, "model": spec.experiment.model,
+            "regime": spec.statics[group].regime}
 
 
 def build_table(spec: RunSpec, cols: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -249,15 +260,22 @@ def summary_record(spec: RunSpec, rows: int, groups: list[dict[str, Any]], **ext
             "groups_total": len(spec.statics), "timing": groups, **extra}
 
 
-def write_results(results: Results, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``metrics.csv``, ``metrics.parquet`` (the same table with exact dtypes, faster to
-    load), ``config.json`` and ``summary.json`` into ``out_dir``; return the paths written."""
+def write_results(results: Results, out_dir: str | Path, csv: bool | None = None
+                  ) -> dict[str, Path]:
+    """Write ``config.json``, ``summary.json`` and, for a table of at most ``CSV_MAX_ROWS`` rows
+    (or ``csv=True``), ``metrics.csv`` into ``out_dir``; return the paths written. The table
+    itself is the ``metrics/`` Parquet dataset the run wrote as it went; results computed in
+    memory get it written here (one part)."""
     out = Path(out_dir)
     spec = results.spec
-    paths = {name: out / name for name in ("metrics.csv", "metrics.parquet", "config.json",
-                                           "summary.json")}
-    tables.write_csv(results.table, paths["metrics.csv"])
-    tables.write_parquet(results.table, paths["metrics.parquet"])
+    paths = {name: out / name for name in ("config.json", "summary.json")}
+    dataset = out / "metrics"
+    if not dataset.is_dir() or not any(dataset.glob("*.parquet")):
+        paths["metrics"] = dataset
+        tables.write_parquet(results.table, dataset / "all.parquet")
+    if csv or (csv is None and len(results.table) <= CSV_MAX_ROWS):
+        paths["metrics.csv"] = out / "metrics.csv"
+        tables.write_csv(results.table, paths["metrics.csv"])
     write_json(paths["config.json"], config_record(spec))
     write_json(paths["summary.json"], summary_record(
         spec, len(results.table), results.groups, complete=True,

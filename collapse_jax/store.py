@@ -2,10 +2,11 @@
 
 A run with an output directory keeps there, all written atomically:
 
-- ``parts/``: the results table's numeric columns, one ``.npz`` per (group, chain chunk,
-  generation chunk, process), at every generation-chunk boundary (``tables.save_columns``). A
+- ``metrics/``: the results table as a Parquet dataset, one file per (group, chain chunk,
+  generation chunk, process) written at every generation-chunk boundary (``tables.write_part``):
+  the table a reader loads (``pandas.read_parquet(DIR / "metrics")``), and what a resume keeps. A
   killed run keeps every finished generation; parts after the point a resume restarts from are
-  deleted first, so the merged table never has duplicate or missing rows.
+  deleted first, so the table never has duplicate or missing rows.
 - ``samples/``: the snapshot samples of each group's first chain, one ``.npz`` per generation.
 - ``checkpoints/``: ``checkpoint.Checkpointer`` steps holding, after a generation chunk, the
   batched ``ChainState`` and a record of where the run is (group, chain chunk, next generation,
@@ -16,8 +17,8 @@ from checkpoint ``(group, chunk, generation)`` first deletes every part after th
 reruns from there: the final table is bit-identical to an uninterrupted run's.
 
 On a multi-host run every process writes its own parts (``-p<process>``) and its own shards of the
-state (orbax coordinates the save); ``finish`` merges each process's parts into
-``metrics-part-<process>.npz`` and process 0 merges those into the table.
+state (orbax coordinates the save); ``finish`` waits for every process and process 0 reads the
+whole dataset.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ from typing import Any
 
 import jax
 import numpy as np
+import pyarrow.parquet as pq
 
 from collapse_jax.checkpoint import Checkpointer
 from collapse_jax.config import NOT_RESULT_FIELDS, ConfigError, Experiment
 from collapse_jax.files import clean_json
 from collapse_jax.mesh import barrier, first_process_value
 from collapse_jax.results import RUN_FILES
-from collapse_jax.tables import load_columns, save_columns
+from collapse_jax.tables import load_columns, save_arrays, write_part
 from collapse_jax.types import PyTree
 
-_PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.npz$")
+_PART = re.compile(r"^g(\d+)-c(\d+)-t(\d+)-p(\d+)\.parquet$")
+
+#: The folder of a run's table dataset (``DIR/metrics``).
+PARTS = "metrics"
 _SAMPLES = re.compile(r"^g(\d+)-t(\d+)\.npz$")
 
 #: Largest share of the run's time state checkpoints may take: after a state save that took
@@ -127,13 +132,12 @@ def _differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:
 def stored_progress(out_dir: str | Path, generations: int) -> tuple[int, int]:
     """``(chain-generations, whole chains)`` of this process's parts in ``out_dir`` (what an
     interrupted run keeps for ``--resume``); reads only the chain column."""
-    parts = Path(out_dir) / "parts"
+    parts = Path(out_dir) / PARTS
     rows, per_chain = 0, {}
-    for path in sorted(parts.glob("*.npz")) if parts.is_dir() else []:
+    for path in sorted(parts.glob("*.parquet")) if parts.is_dir() else []:
         if (key := parse_part_name(path.name)) is None or key[3] != jax.process_index():
             continue
-        with np.load(path) as z:
-            chains = z["_chain"]
+        chains = pq.read_table(path, columns=["_chain"]).column(0).to_numpy()
         rows += len(chains)
         for c, k in zip(*np.unique(chains, return_counts=True), strict=True):
             per_chain[key[0], int(c)] = per_chain.get((key[0], int(c)), 0) + int(k)
@@ -142,7 +146,7 @@ def stored_progress(out_dir: str | Path, generations: int) -> tuple[int, int]:
 
 def part_name(group: int, chain_chunk: int, gen_start: int, process: int) -> str:
     """File name of one results part; names sort in run order."""
-    return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.npz"
+    return f"g{group:04d}-c{chain_chunk:06d}-t{gen_start:07d}-p{process:04d}.parquet"
 
 
 def parse_part_name(name: str) -> tuple[int, int, int, int] | None:
@@ -199,10 +203,10 @@ def load_samples(directory: str | Path) -> dict[int, dict[int, Any]]:
 
 
 def finished_columns(out_dir: str | Path, rows_per_group: int) -> dict[str, np.ndarray]:
-    """This process's rows of the groups whose every row is in ``out_dir/parts`` (what a failed
+    """This process's rows of the groups whose every row is in ``out_dir/metrics`` (what a failed
     run has finished), sorted; ``rows_per_group`` = chains x generations of a group."""
-    parts = Path(out_dir) / "parts"
-    names = sorted(parts.glob("*.npz")) if parts.is_dir() else []
+    parts = Path(out_dir) / PARTS
+    names = sorted(parts.glob("*.parquet")) if parts.is_dir() else []
     mine = [p for p in names if (k := parse_part_name(p.name)) and k[3] == jax.process_index()]
     cols = load_columns(mine)
     if not cols:
@@ -220,8 +224,8 @@ class RunStore:
         fingerprint: what identifies the run (the experiment fields that change results); a
             resume from a checkpoint with a different fingerprint raises ``ConfigError``.
         keep: checkpoints kept.
-        resume: continue from the latest checkpoint; False clears ``parts/`` and
-            ``checkpoints/`` first.
+        resume: continue from the latest checkpoint; False clears ``metrics/``, ``samples/``
+            and ``checkpoints/`` first.
         every_seconds: minimum seconds between checkpoints (0: at every generation chunk). When
             > 0, also at least ``1 / CHECKPOINT_SHARE`` times the last state save's measured
             duration, so writing a large state cannot take more than about that share of the
@@ -232,7 +236,7 @@ class RunStore:
     def __init__(self, out_dir: str | Path, fingerprint: dict[str, Any], keep: int = 3,
                  resume: bool = False, every_seconds: float = 0.0):
         self.out = Path(out_dir)
-        self.parts = self.out / "parts"
+        self.parts = self.out / PARTS
         self.fingerprint = fingerprint
         self.process = jax.process_index()
         self.nproc = jax.process_count()
@@ -288,14 +292,16 @@ class RunStore:
     def chunk_done(
         self, group: int, columns: dict[str, np.ndarray], chain_chunk: int, gen_start: int,
         gen_stop: int, generations: int, state: PyTree, plan: dict[str, Any],
-        samples: Mapping[int, Any] | None = None,
+        samples: Mapping[int, Any] | None = None, labels: Mapping[str, str] | None = None,
     ) -> None:
-        """Write the rows of a finished generation chunk (numeric ``columns``) and its snapshot
-        samples, then checkpoint the state after it (when due)."""
-        save_columns(self.parts / part_name(group, chain_chunk, gen_start, self.process), columns)
+        """Write the rows of a finished generation chunk (numeric ``columns``, with the text
+        ``labels`` of its group) and its snapshot samples, then checkpoint the state after it
+        (when due)."""
+        write_part(self.parts / part_name(group, chain_chunk, gen_start, self.process), columns,
+                   labels)
         if self.process == 0:
             for g, tree in (samples or {}).items():
-                save_columns(self.samples / f"g{group:04d}-t{g:07d}.npz", flatten_samples(tree))
+                save_arrays(self.samples / f"g{group:04d}-t{g:07d}.npz", flatten_samples(tree))
         record = {"fingerprint": self.fingerprint, "group": group, "chain_chunk": chain_chunk,
                   "generation": gen_stop, "plan": plan}
         self._pending = record
@@ -327,25 +333,17 @@ class RunStore:
         return load_samples(self.samples)
 
     def finish(self) -> dict[str, np.ndarray]:
-        """Merge the parts into the run's columns, sorted (process 0: every process's rows).
-
-        On a multi-host run each process writes ``metrics-part-<process>.npz`` and process 0
-        merges them; other processes return their own rows.
-        """
+        """The run's columns from its parts, sorted: process 0 reads every process's parts
+        (after all have written theirs), other processes return their own rows."""
         if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
                 "generations"]:
             self._save(None)  # the run's end: a resume of a finished run has nothing to do
         self.ckpt.wait()
-        mine = sorted(p for p in self.parts.iterdir()
-                      if (k := parse_part_name(p.name)) is not None and k[3] == self.process)
-        local = load_columns(mine)
-        if self.nproc == 1:
-            return local
-        save_columns(self.out / f"metrics-part-{self.process}.npz", local)
-        barrier("collapse_jax_parts_merged")
+        barrier("collapse_jax_parts_written")
+        names = sorted(p for p in self.parts.iterdir() if parse_part_name(p.name) is not None)
         if self.process != 0:
-            return local
-        return load_columns([self.out / f"metrics-part-{p}.npz" for p in range(self.nproc)])
+            names = [p for p in names if parse_part_name(p.name)[3] == self.process]
+        return load_columns(names)
 
     def close(self) -> None:
         self.ckpt.close()

@@ -1,13 +1,14 @@
 """The results table as columns: building it from numpy arrays, parts on disk, CSV and Parquet.
 
-A run's rows are produced as a dict of numpy columns per (group, chain chunk, generation chunk);
-text columns (experiment, model, regime) are the same for a whole group, so they are added once,
-at the end, as Arrow-backed strings. Nothing here creates a Python object per row, and the CSV is
-written with Arrow's writer rather than ``DataFrame.to_csv`` (float32 values print in their
-shortest round-trip form).
-
-Parts (``save_columns`` / ``load_columns``) are uncompressed ``.npz`` files of the numeric
-columns, written atomically; reading them back gives the exact arrays (dtypes included).
+A run's rows are produced as a dict of numpy columns per (group, chain chunk, generation chunk).
+Each such part is written as it finishes, atomically, as one Parquet file (``write_part``) of
+the run's table dataset: typed columns (int32 seeds and generations, float32 metrics, bool flags,
+and the text columns experiment / model / regime dictionary-encoded, which pandas reads as
+categoricals), so the folder reads at once with pandas, pyarrow, polars or DuckDB and nothing
+is rewritten at the end. ``load_columns`` reads parts back as the exact numeric arrays (resume,
+the final table). Nothing here creates a Python object per row, and the CSV is written with
+Arrow's writer rather than ``DataFrame.to_csv`` (float32 values print in their shortest
+round-trip form).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from collapse_jax.files import atomic_path
 
@@ -26,22 +28,38 @@ from collapse_jax.files import atomic_path
 SORT_COLUMNS = ("_group", "_chain", "generation")
 
 
-def save_columns(path: str | os.PathLike, columns: Mapping[str, np.ndarray]) -> None:
-    """Write numeric ``columns`` (equal lengths) to ``path`` (``.npz``) atomically."""
+def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named numpy ``arrays`` to ``path`` (``.npz``) atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in columns.items()})
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def write_part(path: str | os.PathLike, columns: Mapping[str, np.ndarray],
+               labels: Mapping[str, str] | None = None) -> None:
+    """Write one part of a table dataset to ``path`` (Parquet) atomically: the text ``labels``
+    (the same value on every row, e.g. ``{"regime": "replace"}``) as dictionary-encoded columns
+    first, then the numeric ``columns`` (equal lengths) with their dtypes."""
+    rows = len(next(iter(columns.values()))) if columns else 0
+    fields = {k: pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)),
+                                                pa.array([v], pa.string()))
+              for k, v in (labels or {}).items()}
+    fields.update((k, pa.array(np.asarray(v))) for k, v in columns.items())
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(fields), tmp)
 
 
 def load_columns(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
-    """The parts at ``paths`` concatenated column by column and sorted by ``SORT_COLUMNS``.
+    """The numeric columns of the parts at ``paths`` (``write_part``), concatenated and sorted by
+    ``SORT_COLUMNS``; the text columns are left out (they follow from ``_group``).
 
     Returns an empty dict when there are no rows.
     """
     parts = []
     for p in paths:
-        with np.load(p) as z:
-            part = {k: z[k] for k in z.files}
-        if part and len(next(iter(part.values()))):
+        t = pq.read_table(p)
+        part = {name: t.column(name).to_numpy() for name in t.column_names
+                if not pa.types.is_dictionary(t.schema.field(name).type)}
+        if part and t.num_rows:
             parts.append(part)
     if not parts:
         return {}
@@ -102,5 +120,5 @@ def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_parquet(tmp, index=False)
 
 
-__all__ = ["frame", "load_columns", "save_columns", "sort_columns", "strings", "write_csv",
-           "write_parquet"]
+__all__ = ["frame", "load_columns", "save_arrays", "sort_columns", "strings", "write_csv",
+           "write_parquet", "write_part"]

@@ -67,7 +67,8 @@ def test_two_processes_write_the_same_table_as_one(tmp_path):
     one = _reference_csv(cfg, tmp_path)  # one process, in memory
     assert (tmp_path / "two" / "metrics.csv").read_bytes() == one
     # each process wrote only its own chains; together exactly every row once
-    parts = [load_columns([tmp_path / "two" / f"metrics-part-{i}.npz"]) for i in range(2)]
+    parts = [load_columns(sorted((tmp_path / "two" / "metrics").glob(f"*-p000{i}.parquet")))
+             for i in range(2)]
     keys = [set(zip(p["_group"], p["_chain"], p["generation"], strict=True)) for p in parts]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert len(keys[0] | keys[1]) == 2 * 2 * 5 * 5  # regimes x sigma x seeds x generations

@@ -4,11 +4,17 @@ chains' real data; the advance program takes it as an argument.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
+import pytest
 
 import collapse_jax as cj
 from collapse_jax.mesh import make_mesh
+from collapse_jax.programs import program_jaxprs, program_size
+from collapse_jax.validate import statics
 
 
 def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
@@ -34,3 +40,46 @@ def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
     assert draws == []
     programs.init_program(static, impl, mesh).lower(root, ids, hp, {})
     assert draws == [1]
+
+
+BUDGET = json.loads((Path(__file__).parent / "program_budget.json").read_text())
+
+
+@pytest.mark.parametrize("model", sorted(cj.MODELS))
+def test_program_size_stays_within_twice_its_budget(model):
+    """Compile time on CPU grows with a program's size: the ``init`` and ``advance`` programs of
+    every family at its contract sizes (regime ``replace``, 2 chains) keep under twice the
+    operation counts (``programs.program_size``) recorded in ``tests/program_budget.json``. A
+    change that doubles one fails here; record the new sizes there when the growth is wanted (a
+    new family records its own; ``benchmarks/compile_report.py`` prints them with compile
+    seconds)."""
+    assert model in BUDGET, f"{model}: no budget in tests/program_budget.json; record its sizes"
+    ex = dict(cj.MODELS[model].example)
+    options = ex.pop("options", {})
+    ex.pop("regimes", None)
+    static = statics(cj.Experiment(name="hlo", model=model, regimes=("replace",), seeds=2,
+                                   generations=3, options=options, **ex))[0]
+    jaxprs = program_jaxprs(static, cj.make_source(static).load(static))
+    for name, jaxpr in jaxprs.items():
+        size = program_size(jaxpr)
+        assert size <= 2 * BUDGET[model][name], (
+            f"{model} {name}: {size} operations, budget {BUDGET[model][name]} x 2")
+
+
+def test_the_size_measure_sees_a_program_written_twice():
+    """Negative control: generation 0 of a chain written out twice in one program measures about
+    twice the size (a budget test on it would fail)."""
+    from collapse_jax import chain as C
+
+    static = cj.StaticConfig(model="gaussian", regime="replace", n0=16, n=16, d=2,
+                             generations=3, n_test=16)
+    chain = cj.make_chain(static)
+    hp = cj.hparams_from({"sigma": 1.0, "scale": 1.0})
+
+    def once(k):
+        return C.init(chain, k, hp, C.draw_real(chain, k, hp, {}))
+
+    one = program_size(jax.make_jaxpr(jax.jit(once))(jax.random.key(0)))
+    two = program_size(jax.make_jaxpr(jax.jit(
+        lambda k: (once(k), once(jax.random.fold_in(k, 1)))))(jax.random.key(0)))
+    assert two >= 1.8 * one, (one, two)

@@ -70,7 +70,7 @@ def test_sigkill_mid_sweep_then_resume_is_bit_identical(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.csv").exists()
-    assert any((out / "parts").iterdir()), "no finished generation was kept"
+    assert any((out / "metrics").iterdir()), "no finished generation was kept"
     assert cli.main(["run", str(cfg), "--out", str(out), "--quiet", "--resume"]) == 0
     assert (out / "metrics.csv").read_bytes() == _reference_csv(cfg, tmp_path)
     table = pd.read_csv(out / "metrics.csv")

@@ -1,4 +1,5 @@
-"""The results table as columns: parts round trip, ordering, string columns, CSV and Parquet."""
+"""The results table as columns (``collapse_jax.tables``): parts of the Parquet dataset round
+trip, ordering, string columns, CSV and Parquet."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def test_parts_round_trip_exactly_and_merge_in_chain_generation_order(tmp_path):
              _part(0, [2], 0, 1, rng), _part(0, [2], 1, 3, rng), _part(1, [0, 1, 2], 0, 4, rng)]
     paths = []
     for i, p in enumerate(parts):
-        paths.append(tmp_path / f"p{i}.npz")
-        tables.save_columns(paths[-1], p)
+        paths.append(tmp_path / f"p{i}.parquet")
+        tables.write_part(paths[-1], p, {"regime": "replace"})
     cols = tables.load_columns(paths[::-1])
     keys = np.stack([cols[k] for k in tables.SORT_COLUMNS], axis=1)
     assert len(keys) == 2 * 3 * 4 and len(np.unique(keys, axis=0)) == len(keys)
@@ -43,6 +44,11 @@ def test_parts_round_trip_exactly_and_merge_in_chain_generation_order(tmp_path):
         assert np.array_equal(cols[k], ref[k]), k  # every value, bit for bit
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     assert tables.load_columns([]) == {}
+    # the parts are one typed dataset: text columns categorical, numbers with their dtypes
+    ds = pd.read_parquet(tmp_path)
+    assert len(ds) == len(keys) and isinstance(ds["regime"].dtype, pd.CategoricalDtype)
+    assert ds["metric"].dtype == np.float32 and ds["seed"].dtype == np.int32
+    assert ds["flag"].dtype == bool
 
 
 def test_sort_columns_leaves_sorted_rows_alone_and_sorts_the_rest():

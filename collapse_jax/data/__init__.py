@@ -1,3 +1,3 @@
 """Host-side data loaders (numpy arrays) and the real-data sources built on them."""
 
-from collapse_jax.data import images  # noqa: F401  (registers the image sources)
+from collapse_jax.data import images, text  # noqa: F401  (registers the image and text sources)

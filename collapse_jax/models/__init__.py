@@ -6,5 +6,6 @@ from collapse_jax.models import (  # noqa: F401
     gmm,
     kde,
     linear_regression,
+    transformer_lm,
     vae,
 )

@@ -11,7 +11,7 @@ import pytest
 
 from collapse_jax import cli
 from collapse_jax.config import ConfigError, StaticConfig
-from collapse_jax.data import text
+from collapse_jax.data import corpora, text
 from collapse_jax.data.tokenize import bpe_cache_path, bpe_tokenizer, byte_tokenizer
 from collapse_jax.model import make_source
 
@@ -110,12 +110,12 @@ def test_rows_fit_split_and_drop():
 
 
 def test_kjv_split_rule_documents_and_sizes():
-    chapters = text.kjv_chapters()
+    chapters = corpora.kjv_chapters()
     assert len(chapters) == 1189  # the Bible's chapters
     assert chapters[0][0] == "In the beginning God created the heavens and the earth."
     assert not any(ch[i][0].isdigit() and ":" in ch[i][:8] for ch in chapters
                    for i in range(len(ch)))  # verse numbers removed
-    train, test = text.kjv_split()
+    train, test = corpora.kjv_split()
     assert len(test) == 118 and len(train) == 1071 and test[0] == chapters[9]
     args = _load(_static(d=64, n_test=100))
     tr, te = args["train"], args["test"]
@@ -135,7 +135,7 @@ def test_kjv_split_rule_documents_and_sizes():
 
 def test_kjv_packs_consecutive_verses():
     tok = byte_tokenizer()
-    ch = text.kjv_chapters()[0]
+    ch = corpora.kjv_chapters()[0]
     docs = text.pack_units(ch, tok, 254)
     texts = [tok.decode(d) for d in docs]
     assert " ".join(texts) == " ".join(ch)  # the chapter, in order, nothing lost
@@ -152,14 +152,14 @@ def test_text_files_rules(tmp_path):
     (d / "c.jsonl").write_text(json.dumps({"text": "fifth"}) + "\n\n"
                                + json.dumps({"text": "sixth", "id": 3}) + "\n")
     (d / "stories-valid.txt").write_text("held out one\n\nheld out two\n")
-    train, test = text.text_files_split(str(d))
+    train, test = corpora.text_files_split(str(d))
     assert train == ["first story\nline two", "second story", "third",
                      "fourth has\n\na blank line", "fifth", "sixth"]
     assert test == ["held out one", "held out two"]
     # one file and no test file: every 10th document is held out
     one = tmp_path / "one.txt"
     one.write_text("\n\n".join(f"doc {i}" for i in range(25)))
-    train, test = text.text_files_split(str(one))
+    train, test = corpora.text_files_split(str(one))
     assert test == ["doc 9", "doc 19"] and len(train) == 23
 
 

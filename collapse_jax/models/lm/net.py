@@ -4,8 +4,10 @@
 - ``llama``: rotary positions (RoPE) on queries and keys, pre-RMSNorm blocks, SwiGLU MLP of
   width ~8/3x (rounded up to a multiple of 8), no biases.
 
-Both tie the output projection to the token embedding (``logits = h @ E^T``) and compute
-attention with ``jax.nn.dot_product_attention`` (``[batch, time, heads, head_dim]``). The
+Both tie the output projection to the token embedding (``logits = h @ E^T``). The full causal
+forward computes attention with ``jax.nn.dot_product_attention`` (``[batch, time, heads,
+head_dim]``); one decoding step uses two einsums over a head-major cache instead (see
+``Attention.decode``). The
 module is split once into a graphdef and a State of float32 arrays; callers ``nnx.merge`` them
 inside pure functions, so the parameters are a plain pytree a sweep vmaps over chains. With
 ``dtype=bfloat16`` the matmuls and activations run in bfloat16 while the parameters, the norms'
@@ -13,7 +15,7 @@ statistics and the logits stay float32.
 
 Two entry points share the weights: ``__call__`` (the full causal forward of ``[B, T]`` tokens,
 training and evaluation) and ``decode_step`` (one position for ``[B]`` sequences against a
-key/value cache ``[B, context, heads, head_dim]`` per layer, sampling). Decoding with the cache
+key/value cache ``[B, heads, context, head_dim]`` per layer, sampling). Decoding with the cache
 gives the full forward's logits up to float rounding (tests/test_transformer_lm.py).
 
 References:
@@ -97,7 +99,7 @@ def num_params(cfg: LMConfig) -> int:
     """Number of parameters (tied embedding counted once).
 
     >>> num_params(LMConfig("gpt2", 259, 128, 128, 4, 4))
-    842368
+    842880
     """
     _, state = nnx.split(nnx.eval_shape(lambda: TransformerLM(cfg, rngs=nnx.Rngs(0))))
     return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
@@ -150,13 +152,25 @@ class Attention(nnx.Module):
 
     def decode(self, x: jax.Array, pos: jax.Array, cache: tuple[jax.Array, jax.Array]):
         """One position ``x [B, 1, W]`` at index ``pos`` (int32 scalar): write its key and
-        value into ``cache`` (``[B, context, N, H]`` each), attend to positions <= pos."""
+        value into ``cache`` (head-major, ``[B, N, context, H]`` each) and attend to the cached
+        positions <= pos.
+
+        Written as two einsums over the head-major cache rather than
+        ``jax.nn.dot_product_attention`` (whose ``[B, T, N, H]`` layout makes XLA CPU transpose
+        the whole cache at every step: 4-5x slower decoding, benchmarks/README.md); the same
+        softmax attention, equal to the full forward to float rounding (tested).
+        """
         b, _, w = x.shape
         q, k, v = self._qkv(x, pos[None])
-        ck = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), pos, 1)
-        cv = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), pos, 1)
-        mask = (jnp.arange(ck.shape[1], dtype=jnp.int32) <= pos)[None, None, None, :]
-        y = _attention(q, ck.astype(q.dtype), cv.astype(q.dtype), mask=mask)
+        k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, N, 1, H]
+        ck = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), pos, 2)
+        cv = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), pos, 2)
+        scale = jnp.float32(1.0 / math.sqrt(self.cfg.head_dim))
+        logits = jnp.einsum("bnh,bnsh->bns", q[:, 0], ck.astype(q.dtype),
+                            preferred_element_type=jnp.float32) * scale
+        visible = (jnp.arange(ck.shape[2], dtype=jnp.int32) <= pos)[None, None, :]
+        probs = jax.nn.softmax(jnp.where(visible, logits, jnp.float32(-jnp.inf)), axis=-1)
+        y = jnp.einsum("bns,bnsh->bnh", probs.astype(q.dtype), cv.astype(q.dtype))
         return self.proj(y.reshape(b, 1, w)), (ck, cv)
 
 
@@ -248,8 +262,8 @@ class TransformerLM(nnx.Module):
 
 
 def empty_cache(cfg: LMConfig, batch: int) -> Cache:
-    """Zero key/value caches ``[batch, context, heads, head_dim]`` per layer (compute dtype)."""
-    shape = (batch, cfg.context, cfg.heads, cfg.head_dim)
+    """Zero key/value caches ``[batch, heads, context, head_dim]`` per layer (compute dtype)."""
+    shape = (batch, cfg.heads, cfg.context, cfg.head_dim)
     z = jnp.zeros(shape, jnp.dtype(cfg.dtype))
     return tuple((z, z) for _ in range(cfg.depth))
 

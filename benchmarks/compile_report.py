@@ -40,7 +40,6 @@ def programs_report() -> None:
     for model in sorted(cj.MODELS):
         ex = dict(cj.MODELS[model].example)
         options = ex.pop("options", {})
-        ex.pop("regimes", None)
         static = statics(cj.Experiment(name="report", model=model, regimes=("replace",), seeds=2,
                                        generations=3, options=options, **ex))[0]
         args = cj.make_source(static).load(static)

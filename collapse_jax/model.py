@@ -92,9 +92,9 @@ class ModelSpec:
             ``config.HparamRange``; ``validate`` checks every configured value against them.
         doc: one line for ``collapse-jax list``.
         example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
-            contract tests run the family with; keep them tiny (CPU CI). ``regimes`` (optional)
-            names the regimes the contract runs it under (default: every regime), for a family
-            whose every compile is costly.
+            contract tests run the family with; keep them tiny (CPU CI).
+        example_regimes: the regimes the contract tests run the family under (None: every
+            regime), for a family whose every compile is costly.
         float64: the family computes in ``StaticConfig.dtype`` throughout, so ``x64=True`` runs
             are meaningful (others are float32 only).
         snapshot: samples a run keeps of the first chain of every group at a few generations
@@ -120,6 +120,7 @@ class ModelSpec:
     snapshot: int = 0
     render: Callable[..., list] | None = None
     describe: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    example_regimes: tuple[str, ...] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -141,6 +142,7 @@ def register_model(
     snapshot: int = 0,
     render: Callable[..., list] | None = None,
     describe: Mapping[str, str] | None = None,
+    example_regimes: tuple[str, ...] | None = None,
 ) -> Callable:
     """Decorator registering a model factory under ``name`` (fields: see ``ModelSpec``)."""
 
@@ -149,7 +151,7 @@ def register_model(
             name, factory, source, dict(hparams), dict(options or {}), metrics, check, doc,
             dict(example or {"n0": 16, "n": 16, "d": 2, "n_test": 16}),
             {k: as_range(r) for k, r in (ranges or {}).items()}, float64, snapshot, render,
-            dict(describe or {}),
+            dict(describe or {}), example_regimes,
         )
         return factory
 

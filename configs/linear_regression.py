@@ -8,10 +8,10 @@ sigma^2 = 100, OLS each generation, 50 generations, 100 seeds, replace and accum
 
 Expected runtime on 2 CPU cores: measured 65 s (6 compiles: 22 s, running 42 s; load ~6).
 
-Expected result (docs/theory.md, u = sigma^2 d / (T - d - 1)): test error |w_hat - w*|^2 grows linearly
-under replace, u (g + 1) (T = 100: 47.8 at g = 0, 2388 at g = 49), and stays bounded under
-accumulate, u sum_{j<=g+1} 1/j^2 <= u pi^2/6 (T = 100: 77.6 at g = 49); the Monte-Carlo means lie on
-the dashed theory lines within a few standard errors.
+Expected result (docs/theory.md, u = sigma^2 d / (T - d - 1)): test error |w_hat - w*|^2 grows
+linearly under replace, u (g + 1) (T = 100: 47.8 at g = 0, 2388 at g = 49), and stays bounded
+under accumulate, u sum_{j<=g+1} 1/j^2 <= u pi^2/6 (T = 100: 77.6 at g = 49); the Monte-Carlo
+means lie on the dashed theory lines within a few standard errors.
 """
 
 from collapse_jax import Experiment

@@ -21,7 +21,6 @@ def _example_static(model: str, regime: str) -> cj.StaticConfig:
     spec = cj.MODELS[model]
     ex = dict(spec.example)
     options = ex.pop("options", {})
-    ex.pop("regimes", None)
     exp = cj.Experiment(name="contract", model=model, regimes=(regime,), seeds=2,
                         generations=GENERATIONS, options=options, **ex)
     try:
@@ -44,9 +43,9 @@ def _hparams(model: str, bump: float = 0.0) -> dict:
     return hparams_from({k: v * (1.0 + bump) for k, v in defaults.items()})
 
 
-# every regime, or the representative ones a costly family names (``ModelSpec.example``)
+# every regime, or the representative ones a costly family names (``example_regimes``)
 CASES = [(m, r) for m in sorted(cj.MODELS)
-         for r in cj.MODELS[m].example.get("regimes", tuple(cj.REGIMES))]
+         for r in (cj.MODELS[m].example_regimes or tuple(cj.REGIMES))]
 
 
 @pytest.fixture(params=CASES, ids=[f"{m}-{r}" for m, r in CASES])

@@ -56,7 +56,6 @@ def test_program_size_stays_within_twice_its_budget(model):
     assert model in BUDGET, f"{model}: no budget in tests/program_budget.json; record its sizes"
     ex = dict(cj.MODELS[model].example)
     options = ex.pop("options", {})
-    ex.pop("regimes", None)
     static = statics(cj.Experiment(name="hlo", model=model, regimes=("replace",), seeds=2,
                                    generations=3, options=options, **ex))[0]
     jaxprs = program_jaxprs(static, cj.make_source(static).load(static))

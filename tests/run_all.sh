@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The test suite, one pytest process per test file (the docstring examples are
-# tests/test_doctests.py), TEST_JOBS of them at a time (default 2, the cores CI has; TEST_JOBS=1 runs them one after another).
+# tests/test_doctests.py), TEST_JOBS of them at a time (default 2, the cores CI has; TEST_JOBS=1
+# runs them one after another).
 #
-# Why one process per file: after a few hundred XLA compiles in one process, XLA's CPU compiler
-# has crashed (segfault inside backend_compile) on this machine with jaxlib 0.10.2; every file
-# passes on its own. Separate processes keep each one small, and two of them overlap one file's
-# compiles (one thread) with the other's. Extra arguments go to every pytest call (e.g.
-# `bash tests/run_all.sh -m slow`). Exit status: non-zero if any file failed or no test ran.
+# Why processes per file: XLA compiles a program on one thread, so two processes keep both cores
+# busy. (A single process also works since compiled programs are released after each file; the
+# crash it once had was the memory-map limit, see benchmarks/xla_memory_maps.py.) Extra arguments
+# go to every pytest call (e.g. `bash tests/run_all.sh -m slow`). Exit status: non-zero if any
+# file failed or no test ran.
 set -u
 cd "$(dirname "$0")/.."
 jobs_max="${TEST_JOBS:-2}"

@@ -31,7 +31,7 @@ _NOT_SWEPT = ("regime", "size_field", "metric", "generation", "quantity", "estim
 
 def plot_scaling(table: pd.DataFrame, path: str | os.PathLike, metric: str, size: str,
                  title: str = "") -> Path:
-    """Write the PNG of ``metric`` (its ``value`` rows) against the swept ``size`` to ``path``.
+    """Write ``scaling_figure`` as a PNG to ``path`` (atomically) and return the path.
 
     >>> import tempfile
     >>> t = pd.DataFrame({"regime": ["replace"] * 2, "n": [10, 100], "size_field": "n",
@@ -41,6 +41,17 @@ def plot_scaling(table: pd.DataFrame, path: str | os.PathLike, metric: str, size
     >>> plot_scaling(t, Path(tempfile.mkdtemp()) / "s.png", "m", "n").read_bytes()[:4]
     b'\\x89PNG'
     """
+    fig = scaling_figure(table, metric, size, title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def scaling_figure(table: pd.DataFrame, metric: str, size: str, title: str = ""):
+    """The matplotlib figure of ``metric`` (its ``value`` rows) against the swept ``size``:
+    log-log axes, a panel per combination of the other swept fields."""
     rows = table[(table["metric"] == metric) & (table["quantity"] == "value")]
     others = [c for c in table.columns if c not in _NOT_SWEPT and c != size]
     panels = list(rows.groupby(others, sort=True)) if others else [((), rows)]
@@ -83,8 +94,4 @@ def plot_scaling(table: pd.DataFrame, path: str | os.PathLike, metric: str, size
     if title:
         fig.suptitle("\n".join(textwrap.wrap(title, width=int(45 * ncols))), fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return fig

@@ -3,15 +3,19 @@
 ``collapse-jax analyze DIR`` (and the end of every ``collapse-jax run`` whose sweep varies a size
 field) reads a finished run and, for every regime x value of the swept size (``n``, ``n0`` --
 the linear regression's ``T`` -- or ``d``) x value of any other swept field, computes from the
-``[chains, generations]`` block of each metric:
+``[chains, generations]`` block of each of the model's metrics (the pool's bookkeeping columns
+``pool_size`` / ``real_fraction`` are left out):
 
 - ``value``: the chain mean at one generation (``--generation``, default the last);
 - ``slope``: least-squares slope per generation of the chain-mean curve over every generation
   (least squares is linear in the data, so this equals the mean of the per-chain slopes);
 - ``plateau`` (every regime but ``replace``): the mean of the chain-mean curve over the last
   quarter of the generations;
-- ``plateau_generation`` (same regimes): the first generation whose chain mean lies within
-  ``PLATEAU_TOL`` (5%) of the plateau (NaN when none does).
+- ``plateau_generation`` (same regimes): the first generation from which the chain mean stays
+  within ``PLATEAU_TOL`` (5%) of the plateau at every later generation (NaN when even the last
+  does not: the curve is too noisy at this many seeds to say). "Stays", not "first enters": under
+  noise a curve that approaches slowly touches the band early by chance, and the first touch would
+  be biased early.
 
 Each comes with a percentile bootstrap interval over seeds (``CI`` = 95%): ``RESAMPLES`` resamples
 of the chains with replacement, drawn once from a fixed seed as a ``[resamples, chains]`` matrix of
@@ -72,7 +76,8 @@ def curve_stats(curves: np.ndarray, generation: int) -> dict[str, np.ndarray]:
     slope = curves @ g / max(float(g @ g), 1e-300)
     plateau = curves[:, gens - max(gens // 4, 1):].mean(axis=1)
     within = np.abs(curves - plateau[:, None]) <= PLATEAU_TOL * np.abs(plateau[:, None])
-    first = np.where(within.any(axis=1), np.argmax(within, axis=1), np.nan)
+    stays = np.logical_and.accumulate(within[:, ::-1], axis=1)[:, ::-1]
+    first = np.where(stays[:, -1], np.argmax(stays, axis=1), np.nan)
     return {"value": curves[:, generation], "slope": slope, "plateau": plateau,
             "plateau_generation": first.astype(np.float64)}
 
@@ -117,6 +122,11 @@ def size_fields(swept: dict[str, tuple]) -> tuple[str, ...]:
     return tuple(f for f in SIZE_FIELDS if len(swept.get(f, ())) >= 2)
 
 
+def model_metrics(results: Results) -> tuple[str, ...]:
+    """The metrics the analysis covers: the model's own, in its order."""
+    return tuple(m for m in results.metrics if m in results.spec.spec.metrics)
+
+
 def _choose(results: Results, metric: str | None, generation: int | None, size: str | None
             ) -> tuple[str, int, str]:
     sizes = size_fields(results.spec.swept)
@@ -127,7 +137,7 @@ def _choose(results: Results, metric: str | None, generation: int | None, size: 
     if size is not None and size not in sizes:
         raise ConfigError(f"size={size!r}: not a swept size of this run; allowed: "
                           f"{', '.join(sizes)}")
-    metrics = results.metrics
+    metrics = model_metrics(results)
     if metric is not None and metric not in metrics:
         raise ConfigError(f"metric={metric!r}: unknown; allowed: {', '.join(metrics)}")
     gens = results.experiment.generations
@@ -146,7 +156,7 @@ def scaling_table(results: Results, generation: int | None = None, size: str | N
         facet = facet_values(results, key)
         for regime, blocks in by_regime.items():
             names = QUANTITIES + (PLATEAU_QUANTITIES if regime != "replace" else ())
-            for metric in results.metrics:
+            for metric in model_metrics(results):
                 stats, used = bootstrap(blocks[metric], g, resamples, seed)
                 curve = results.theory_curve(regime, metric, facet)
                 theory = (curve_stats(np.asarray(curve, np.float64)[None], g)
@@ -217,7 +227,7 @@ def main(out_dir: str, metric: str | None, generation: int | None, size: str | N
     results = load_run(out_dir)
     paths = analyze(results, out_dir, metric, generation, size)
     table = pd.read_csv(paths[0])
-    metric = metric or results.metrics[0]
+    metric = metric or model_metrics(results)[0]
     shown = table[(table["metric"] == metric)].drop(columns=["metric", "size_field"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"-> {paths[0]}, {paths[1]}")

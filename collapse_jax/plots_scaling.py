@@ -92,6 +92,6 @@ def scaling_figure(table: pd.DataFrame, metric: str, size: str, title: str = "")
         handles.append(Line2D([], [], color="0.2", ls="--", lw=1.2, label="closed form"))
     axes.flat[0].legend(handles=handles, fontsize=7)
     if title:
-        fig.suptitle("\n".join(textwrap.wrap(title, width=int(45 * ncols))), fontsize=9)
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(55 * ncols))), fontsize=9)
     fig.tight_layout()
     return fig

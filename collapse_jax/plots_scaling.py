@@ -3,8 +3,8 @@
 Drawn from the tidy table of ``analyze.scaling_table`` only (rows with ``quantity == "value"``):
 a panel per combination of the other swept fields, a line per regime through the chain means
 with their bootstrap intervals as error bars, and the closed form (the table's ``theory``) dashed
-in the regime's colour where one exists. Points that are not positive cannot sit on a log axis
-and are left out.
+in the regime's colour where one exists. Both axes are logarithmic; a panel with a value that is
+not positive (e.g. a log-determinant ratio) gets a symmetric-log y axis instead.
 """
 
 from __future__ import annotations
@@ -62,22 +62,24 @@ def scaling_figure(table: pd.DataFrame, metric: str, size: str, title: str = "")
                              squeeze=False)
     theory_drawn = False
     for ax, (key, sub) in zip(axes.flat, panels, strict=False):
+        est = sub["estimate"].to_numpy(np.float64)
+        positive = bool(np.all(est[np.isfinite(est)] > 0))
         for i, regime in enumerate(regimes):
             r = sub[sub["regime"] == regime].sort_values(size)
             x = r[size].to_numpy(np.float64)
             y, lo, hi = (r[c].to_numpy(np.float64) for c in ("estimate", "ci_low", "ci_high"))
-            ok = (x > 0) & (y > 0) & np.isfinite(y)
+            ok = (x > 0) & np.isfinite(y) & ((y > 0) | (not positive))
             color = _COLORS[i % len(_COLORS)]
             err = np.stack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])[:, ok]
             ax.errorbar(x[ok], y[ok], yerr=np.nan_to_num(err), color=color, marker="o", ms=4,
                         lw=1.6, capsize=3, label=regime)
             th = r["theory"].to_numpy(np.float64)
-            good = (x > 0) & (th > 0) & np.isfinite(th)
+            good = (x > 0) & np.isfinite(th) & ((th > 0) | (not positive))
             if good.any():
                 theory_drawn = True
                 ax.plot(x[good], th[good], color=color, ls="--", lw=1.2)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if positive else "symlog")
         ax.set_xlabel(f"{size} (data volume)")
         ax.set_ylabel(metric)
         key = key if isinstance(key, tuple) else (key,)

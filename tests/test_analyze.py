@@ -127,6 +127,17 @@ def test_scaling_csv_columns_and_figure(analyzed):
     plt.close(fig)
 
 
+def test_figure_of_a_metric_with_negative_values_uses_a_symlog_axis(analyzed):
+    _, table = analyzed
+    negative = table.assign(estimate=-table["estimate"], ci_low=-table["ci_high"],
+                            ci_high=-table["ci_low"], theory=-table["theory"])
+    fig = scaling_figure(negative, "mean_error", "n")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "symlog"
+    assert max(len(line.get_xdata()) for line in ax.get_lines()) == len(SIZES)
+    plt.close(fig)
+
+
 def test_bootstrap_is_vectorised_and_deterministic():
     x = np.random.default_rng(0).normal(size=(50, 6))
     a, used = A.bootstrap(x, 5, resamples=200)

@@ -5,6 +5,7 @@
                      [--coordinator HOST:PORT --num-processes N --process-id I]
     collapse-jax list
     collapse-jax families
+    collapse-jax analyze DIR [--metric M] [--generation G] [--size FIELD]
 
 ``--resume`` continues a killed run from the latest checkpoint in DIR (bit-identical to an
 uninterrupted run). For a multi-host run start one process per host with the same command and
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import jax
 
+from collapse_jax import analyze
 from collapse_jax.config import ConfigError, Experiment
 from collapse_jax.experiment import run_experiment
 from collapse_jax.files import write_json
@@ -196,6 +198,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     write_results(results, args.out, csv=True if args.csv else None)
     figures = plot_all(results, args.out)
+    if analyze.size_fields(spec.swept):  # a sweep over data volume: scaling.csv / scaling.png
+        figures += analyze.analyze(results, args.out)[1:]
     wall = time.perf_counter() - t0
     if not args.quiet:
         compile_s = sum(g["compile_seconds"] for g in results.groups)
@@ -285,11 +289,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list models, regimes, sources and configs")
     sub.add_parser("families", help="every model family's hyperparameters and options: "
                                     "defaults, allowed values and meaning")
+    ana = sub.add_parser("analyze", help="collapse vs data volume of a finished run "
+                                         "(DIR/scaling.csv, DIR/scaling.png)")
+    ana.add_argument("dir", help="the run's output directory")
+    ana.add_argument("--metric", help="metric of the figure (default: the model's first)")
+    ana.add_argument("--generation", type=int, help="generation of the figure (default: last)")
+    ana.add_argument("--size", help="swept size field of the x axis (default: n, n0, d)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
             return _cmd_list()
+        if args.command == "analyze":
+            return analyze.main(args.dir, args.metric, args.generation, args.size)
         if args.command == "families":
             print(families_text())
             return 0

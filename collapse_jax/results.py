@@ -29,7 +29,8 @@ ID_COLUMNS = ("experiment", "model", "regime", "seed", "generation")
 ORDER_COLUMNS = ("_group", "_chain")
 #: Files a run writes into its output directory (``--overwrite`` removes these and ``*.png``;
 #: the ``metrics/`` dataset, ``samples/`` and ``checkpoints/`` are cleared by the run itself).
-RUN_FILES = ("metrics.csv", "config.json", "summary.json", "samples.txt", "run.log")
+RUN_FILES = ("metrics.csv", "config.json", "summary.json", "samples.txt", "run.log",
+             "scaling.csv")
 
 #: ``metrics.csv`` is written for tables of at most this many rows (``write_results(csv=True)``,
 #: the CLI's ``--csv``, for any size): the ``metrics/`` Parquet dataset holds every table.

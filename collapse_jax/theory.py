@@ -11,6 +11,9 @@ References:
     Seddik et al. 2024, "How bad is training on synthetic data?".
     Alemohammad et al. 2023, "Self-Consuming Generative Models Go MAD" (variance scale lambda).
     Littler 1975, "Loss of variability at one locus in a finite population".
+    Dohmatob, Feng, Kempe 2024, "Model Collapse Demystified: The Case of Regression".
+    Bertrand et al. 2024, "On the Stability of Iterative Retraining of Generative Models".
+    Shumailov et al. 2024, "AI models collapse when trained on recursively generated data".
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ def mixing_mean_error(d: int, sigma2: float, n0: int, lam: float, g) -> np.ndarr
 
     The excess over real data alone tends to ``lam / (1 + 2 lam)`` of it: bounded for every lam,
     the stability Bertrand et al. prove. The covariance's own fit (about ``(1 - 1/n0) sigma^2``)
-    makes this an approximation to O(1/n0) relative (docs/theory.md, section 6).
+    makes this an approximation to O(1/n0) relative (docs/theory.md, section 5).
 
     Source: Bertrand et al. 2024, "On the Stability of Iterative Retraining of Generative Models
     on their own Data", arXiv:2310.00429 (the fixed-real-plus-lambda setting).

@@ -1,6 +1,6 @@
 """Qualitative checks of the CPU-sized neural studies (VAE, language model, conformer diffusion).
 
-The papers report shapes, not closed forms (docs/theory.md, section 5): under ``replace`` the
+The papers report shapes, not closed forms (docs/theory.md, section 6): under ``replace`` the
 held-out real loss rises, generation after generation; under ``accumulate`` it stays near its
 generation-0 value. The checks: the replace loss rises from g = 0 to the last generation by more
 than 3 s.e. (``greater``); no generation-to-generation step of the replace mean falls by more than

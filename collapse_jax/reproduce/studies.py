@@ -37,7 +37,7 @@ STUDIES: tuple[Study, ...] = (
           "far apart; float64."),
     Study("kazdan_gaussian", "Gaussian: replace on its closed forms, accumulate bounded, "
           "accumulate_subsample in between", C.KAZDAN, "gaussian",
-          ("n=32", "d=10", "seeds=1000", "generations=50"), ("seeds=200", "generations=20"),
+          ("n=32", "d=10", "seeds=1000", "generations=50"), ("seeds=500", "generations=20"),
           C.analyze_kazdan_gaussian),
     Study("kazdan_kde", "KDE on two moons: replace > accumulate_subsample > accumulate in "
           "held-out NLL", C.KAZDAN, "kde", ("n=100", "seeds=200", "generations=50"),

@@ -52,7 +52,7 @@ def mean_se(x) -> Estimate:
 
 def median_ci(x, z: float = 1.96) -> tuple[float, float, float]:
     """Median of ``x`` with a distribution-free confidence interval from order statistics
-    (ranks ``N/2 -+ z sqrt(N)/2``; ``z = 1.96``: about 95%).
+    (0-based ranks ``(N-1)/2 -+ z sqrt(N)/2``; ``z = 1.96``: about 95%).
 
     >>> median_ci(np.arange(101.0))
     (50.0, 40.0, 60.0)
@@ -60,8 +60,9 @@ def median_ci(x, z: float = 1.96) -> tuple[float, float, float]:
     s = np.sort(np.asarray(x, np.float64))
     n = len(s)
     half = z * np.sqrt(n) / 2
-    lo = int(np.clip(np.floor(n / 2 - half), 0, n - 1))
-    hi = int(np.clip(np.ceil(n / 2 + half), 0, n - 1))
+    mid = (n - 1) / 2  # 0-based rank of the median
+    lo = int(np.clip(np.floor(mid - half), 0, n - 1))
+    hi = int(np.clip(np.ceil(mid + half), 0, n - 1))
     return float(np.median(s)), float(s[lo]), float(s[hi])
 
 
@@ -98,8 +99,9 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
 def judge(est: Estimate, reference: float, mode: str = "equal", rel_tol: float = 0.0) -> Verdict:
     """PASS or DIFFERS for ``est`` against ``reference`` (see the module docstring).
 
-    >>> judge(Estimate(10.2, 0.1), 10.0)
-    Verdict(status='PASS', z=2.0)
+    >>> v = judge(Estimate(10.2, 0.1), 10.0)
+    >>> v.status, round(v.z, 6)
+    ('PASS', 2.0)
     >>> far = Estimate(11.0, 0.1)
     >>> judge(far, 10.0).status, judge(far, 10.0, rel_tol=0.1).status
     ('DIFFERS', 'PASS')

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,7 +93,8 @@ def draw(outcome, path: Path) -> Path | None:
         ax.set_xlabel("generation g (papers' t = g + 1)")
         ax.legend(fontsize=8)
     bands = sorted({c.band for c in outcome.curves})
-    fig.suptitle(f"{outcome.study.name}: band = " + "; ".join(bands), fontsize=9)
+    title = f"{outcome.study.name}: band = " + "; ".join(bands)
+    fig.suptitle(textwrap.fill(title, 60 * len(panels)), fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -6,6 +6,7 @@
     collapse-jax list
     collapse-jax families
     collapse-jax analyze DIR [--metric M] [--generation G] [--size FIELD]
+    collapse-jax reproduce [--quick] [--only NAME,...] --out DIR
 
 ``--resume`` continues a killed run from the latest checkpoint in DIR (bit-identical to an
 uninterrupted run). For a multi-host run start one process per host with the same command and
@@ -58,6 +59,7 @@ from collapse_jax.regimes import (
     REGIMES,
     make_regime,
 )
+from collapse_jax.reproduce.runner import reproduce
 from collapse_jax.results import config_record, flag_counts, write_partial, write_results
 from collapse_jax.store import check_output_dir, finished_columns, stored_progress
 from collapse_jax.validate import RunSpec, hparam_range, resolve
@@ -286,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="multi-host: this process (env COLLAPSE_JAX_PROCESS_ID)")
     run.add_argument("--distributed", action="store_true",
                      help="multi-host: jax.distributed.initialize() with auto-detection")
+    rep = sub.add_parser("reproduce", help="run the curated literature studies; write "
+                                             "DIR/report.md and a self-contained report.html")
+    rep.add_argument("--quick", action="store_true", help="fewer seeds; neural studies skipped")
+    rep.add_argument("--only", metavar="NAME,...", help="only these studies")
+    rep.add_argument("--out", required=True, help="output directory")
     sub.add_parser("list", help="list models, regimes, sources and configs")
     sub.add_parser("families", help="every model family's hyperparameters and options: "
                                     "defaults, allowed values and meaning")
@@ -302,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "analyze":
             return analyze.main(args.dir, args.metric, args.generation, args.size)
+        if args.command == "reproduce":
+            reproduce(args.out, quick=args.quick, only=args.only)
+            return 0
         if args.command == "families":
             print(families_text())
             return 0

@@ -11,6 +11,9 @@ References:
     Seddik et al. 2024, "How bad is training on synthetic data?".
     Alemohammad et al. 2023, "Self-Consuming Generative Models Go MAD" (variance scale lambda).
     Littler 1975, "Loss of variability at one locus in a finite population".
+    Dohmatob, Feng, Kempe 2024, "Model Collapse Demystified: The Case of Regression".
+    Bertrand et al. 2024, "On the Stability of Iterative Retraining of Generative Models".
+    Shumailov et al. 2024, "AI models collapse when trained on recursively generated data".
 """
 
 from __future__ import annotations
@@ -152,6 +155,125 @@ def categorical_s0(prior: str, k: int, alpha: float) -> float:
 def location_variance_ratio(g) -> np.ndarray:
     """Var(theta_g)/Var(theta_0) for a location estimate under accumulate (Dey & Donoho)."""
     return basel_partial(_g(g).astype(np.int64) + 1)
+
+
+def dohmatob_test_error(
+    d: int, t: int, sigma2: float, iterations, t0: int | None = None, sigma02: float | None = None,
+    exact: bool = True,
+) -> np.ndarray:
+    """Test error of OLS after ``iterations`` rounds of synthetic relabelling (Dohmatob et al.).
+
+    The general form of their unregularised result: a downstream OLS fit on ``T`` rows with
+    label noise ``sigma^2``, whose labels come from a chain of ``n`` synthetic generators each fit
+    on ``T0`` rows with label noise ``sigma0^2``, has expected test error
+
+        sigma^2 d / (T - d - 1) + n sigma0^2 d / (T0 - d - 1)      (exact for Gaussian designs),
+
+    and ``sigma^2 phi / (1 - phi) + n sigma0^2 phi0 / (1 - phi0)`` with ``phi = d / T`` in the
+    proportional limit (``exact=False``). With ``T0 = T``, ``sigma0 = sigma`` and ``n = g`` it is
+    Gerstgrasser et al.'s replace line ``u (g + 1)`` (docs/theory.md, section 1).
+
+    Source: Dohmatob, Feng, Kempe 2024, "Model Collapse Demystified: The Case of Regression",
+    arXiv:2402.07712 (the unregularised test-error theorem of section 4).
+
+    >>> round(float(dohmatob_test_error(4, 10, 1.0, 0)), 4), round(float(
+    ...     dohmatob_test_error(4, 10, 1.0, 0, exact=False)), 4)
+    (0.8, 0.6667)
+    >>> round(float(dohmatob_test_error(32, 100, 100.0, 49)), 1)
+    2388.1
+    """
+    t0 = t if t0 is None else t0
+    sigma02 = sigma2 if sigma02 is None else sigma02
+    if exact:
+        if min(t, t0) < d + 2:
+            raise ValueError(f"exact form needs T, T0 >= d + 2 (T={t}, T0={t0}, d={d})")
+        one, one0 = d / (t - d - 1), d / (t0 - d - 1)
+    else:
+        one, one0 = (d / t) / (1 - d / t), (d / t0) / (1 - d / t0)
+    return sigma2 * one + _g(iterations) * sigma02 * one0
+
+
+def mixing_mean_error(d: int, sigma2: float, n0: int, lam: float, g) -> np.ndarray:
+    """E|mu_g - mu|^2 of a Gaussian refit on D0 plus ``lam n0`` fresh synthetic points.
+
+    Bertrand et al.'s fixed real + lambda synthetic mix (regime ``fixed_real_mix``). With
+    ``e_g = mu_g - mean(D0)`` and ``a = lam / (1 + lam)``, one round gives
+    ``e_{g+1} = a (e_g + eta)``, ``E|eta|^2 = d sigma^2 / (lam n0)`` (the fitted covariance taken
+    as ``sigma^2 I``), so ``E|e_g|^2 = (d sigma^2 / n0) lam / (1 + 2 lam) (1 - a^(2g))``, and the
+    error adds to that of the real mean, ``d sigma^2 / n0``:
+
+        E|mu_g - mu|^2 = (d sigma^2 / n0) [1 + lam / (1 + 2 lam) (1 - a^(2g))].
+
+    The excess over real data alone tends to ``lam / (1 + 2 lam)`` of it: bounded for every lam,
+    the stability Bertrand et al. prove. The covariance's own fit (about ``(1 - 1/n0) sigma^2``)
+    makes this an approximation to O(1/n0) relative (docs/theory.md, section 5).
+
+    Source: Bertrand et al. 2024, "On the Stability of Iterative Retraining of Generative Models
+    on their own Data", arXiv:2310.00429 (the fixed-real-plus-lambda setting).
+
+    >>> round(float(mixing_mean_error(2, 1.0, 100, 1.0, 10**6)), 6)
+    0.026667
+    """
+    a = lam / (1.0 + lam)
+    return d * sigma2 / n0 * (1.0 + lam / (1.0 + 2.0 * lam) * (1.0 - a ** (2.0 * _g(g))))
+
+
+def digamma(x) -> np.ndarray:
+    """The digamma function psi(x) for x > 0 (recurrence up to x >= 6, then the asymptotic
+    series; absolute error below 1e-10).
+
+    >>> round(float(digamma(1.0)), 8)  # -Euler's gamma
+    -0.57721566
+    """
+    x = np.asarray(x, np.float64).copy()
+    acc = np.zeros_like(x)
+    while np.any(x < 6.0):
+        small = x < 6.0
+        acc = acc - np.where(small, 1.0 / x, 0.0)
+        x = np.where(small, x + 1.0, x)
+    inv2 = 1.0 / (x * x)
+    series = inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 * (1 / 240 - inv2 / 132))))
+    return acc + np.log(x) - 0.5 / x - series
+
+
+def _polygamma12(x) -> tuple[np.ndarray, np.ndarray]:
+    """psi'(x) and psi''(x) for x > 0 (recurrence up to x >= 6, then asymptotic series)."""
+    x = np.asarray(x, np.float64).copy()
+    p1, p2 = np.zeros_like(x), np.zeros_like(x)
+    while np.any(x < 6.0):
+        small = x < 6.0
+        p1 = p1 + np.where(small, 1.0 / x**2, 0.0)
+        p2 = p2 - np.where(small, 2.0 / x**3, 0.0)
+        x = np.where(small, x + 1.0, x)
+    p1 = p1 + 1 / x + 1 / (2 * x**2) + 1 / (6 * x**3) - 1 / (30 * x**5) + 1 / (42 * x**7)
+    p2 = p2 - 1 / x**2 - 1 / x**3 - 1 / (2 * x**4) + 1 / (6 * x**6) - 1 / (6 * x**8)
+    return p1, p2
+
+
+def gaussian_unbiased_median_ratio(n: int, g, n0: int | None = None) -> np.ndarray:
+    """Median of sigma_hat_g^2 / sigma^2 for a 1-D Gaussian refit with the unbiased variance.
+
+    Under replace sigma_hat_g^2 / sigma^2 is a product of g + 1 independent factors
+    ``chi^2_k / k`` (``k = n - 1``; the first with ``k0 = n0 - 1``), so its log ``L`` is a sum of
+    independent terms whose cumulants are known: mean ``psi(k/2) + log(2/k)``, variance
+    ``psi'(k/2)``, third cumulant ``psi''(k/2)``. The median of a near-normal sum is its mean
+    minus ``kappa3 / (6 var)`` (the first Cornish-Fisher term), and the median of the ratio is
+    ``exp`` of that. The mean of the ratio stays 1 while this median falls to 0: Shumailov et
+    al.'s collapse of the unbiased estimator (docs/theory.md, section 2).
+
+    Source: Shumailov et al. 2024, "AI models collapse when trained on recursively generated
+    data", Nature 631 (the single-Gaussian analysis).
+
+    >>> round(float(gaussian_unbiased_median_ratio(100, 99)), 3)
+    0.364
+    """
+    n0 = n if n0 is None else n0
+    g = _g(g)
+    k, k0 = (n - 1) / 2.0, (n0 - 1) / 2.0
+    (v, c3), (v0, c30) = _polygamma12(k), _polygamma12(k0)
+    mean = digamma(k0) - np.log(k0) + g * (digamma(k) - np.log(k))
+    var, kappa3 = v0 + g * v, c30 + g * c3
+    return np.exp(mean - kappa3 / (6.0 * var))
 
 
 def expected(

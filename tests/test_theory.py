@@ -159,3 +159,34 @@ def test_sampling_bias_follows_closed_form():
             theory.expected(static, {"sigma": 1.0, "scale": float(s)}, "trace_ratio", g), want)
         _within(tr[i], want)
     assert tr[0, :, -1].mean() < 0.1 * tr[1, :, -1].mean()
+
+
+def test_dohmatob_reduces_to_gerstgrasser_and_limit():
+    g = np.arange(10)
+    np.testing.assert_allclose(theory.dohmatob_test_error(8, 24, 2.0, g),
+                               theory.linreg_test_error("replace", 8, 24, 2.0, g))
+    # T0 != T, sigma0 != sigma: each term on its own
+    assert theory.dohmatob_test_error(4, 10, 1.0, 3, t0=20, sigma02=2.0) == pytest.approx(
+        4 / 5 + 3 * 2.0 * 4 / 15)
+    assert theory.dohmatob_test_error(4, 10, 1.0, 0, exact=False) == pytest.approx(0.4 / 0.6)
+
+
+def test_mixing_mean_error_matches_its_recursion():
+    """The closed form equals iterating e_{g+1} = a (e_g + eta) in expectation."""
+    d, s2, n0, lam = 2, 1.5, 50, 0.7
+    a, v, out = lam / (1 + lam), 0.0, []
+    for _ in range(12):
+        out.append(d * s2 / n0 + v)
+        v = a**2 * (v + d * s2 / (lam * n0))
+    np.testing.assert_allclose(theory.mixing_mean_error(d, s2, n0, lam, np.arange(12)), out)
+
+
+def test_digamma_and_unbiased_median_against_numpy_monte_carlo():
+    scipy_special = pytest.importorskip("scipy.special")
+    x = np.array([0.3, 1.0, 2.5, 7.0, 49.5])
+    np.testing.assert_allclose(theory.digamma(x), scipy_special.digamma(x), atol=1e-9)
+    rng = np.random.default_rng(0)
+    n, g = 20, 30
+    prod = np.prod(rng.chisquare(n - 1, size=(20000, g + 1)) / (n - 1), axis=1)
+    med, ref = np.median(prod), theory.gaussian_unbiased_median_ratio(n, g)
+    assert abs(np.log(med) - np.log(ref)) < 0.03  # s.e. of the log median ~0.01

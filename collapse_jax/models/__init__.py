@@ -7,6 +7,7 @@ from collapse_jax.models import (  # noqa: F401
     gmm,
     kde,
     linear_regression,
+    location,
     transformer_lm,
     vae,
 )

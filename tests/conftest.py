@@ -27,6 +27,18 @@ import pytest  # noqa: E402
 
 import collapse_jax  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
+    """Environment for a test's Python subprocess: this one's, without ``COLLAPSE_JAX_*``
+    settings, on the CPU, importing this checkout; ``xla_flags`` are added to the inherited
+    ``XLA_FLAGS`` (so the child compiles like this process, which bitwise comparisons need)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_")}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
+    env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, **extra)
+    return env
+
 # CLI runs in tests compile afresh (no persistent cache in the user's home); a test of the cache
 # sets its own directory
 os.environ.setdefault("COLLAPSE_JAX_CACHE_DIR", "off")

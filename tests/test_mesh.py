@@ -5,26 +5,18 @@ same table as one process.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
+from conftest import child_env
 
 import collapse_jax as cj
 from collapse_jax import cli
 from collapse_jax.mesh import make_mesh
 from collapse_jax.tables import load_columns, write_csv
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_")}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
-    return env
 
 
 def test_mesh_default_spans_every_device():
@@ -54,7 +46,7 @@ def test_two_processes_write_the_same_table_as_one(tmp_path):
         [sys.executable, "-m", "collapse_jax.cli", "run", str(cfg), "--out",
          str(tmp_path / "two"), "--quiet", "--coordinator", f"localhost:{port}",
          "--num-processes", "2", "--process-id", str(i)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         for i in range(2)]
     try:
         outs = [p.communicate(timeout=300) for p in procs]

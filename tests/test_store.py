@@ -5,7 +5,6 @@ refuses a different experiment; the checkpoint interval grows with the measured 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,19 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import child_env
 
 import collapse_jax as cj
 from collapse_jax import cli
 from collapse_jax.config import ConfigError
 from collapse_jax.tables import write_csv
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_")}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
-    return env
 
 
 def _write_config(path: Path, **fields) -> Path:
@@ -54,7 +46,7 @@ def test_sigkill_mid_sweep_then_resume_is_bit_identical(tmp_path):
                         checkpoint_seconds=0)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "collapse_jax.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet"], env=_env(), stdout=subprocess.DEVNULL,
+                             str(out), "--quiet"], env=child_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240

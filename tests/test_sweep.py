@@ -6,23 +6,21 @@ host work does not shrink them.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from conftest import child_env
 
 import collapse_jax as cj
 from collapse_jax.mesh import make_mesh
 from collapse_jax.plan import plan_sweep
 from collapse_jax.sweep import prepare_sweep, run_sweep, sweep_chunks
 
-ROOT = Path(__file__).resolve().parent.parent
 # (model, regime, n, d): bit-identical on 8 devices (2 chains each) and 1 device (11 in a batch)
 BITWISE = [("gaussian", "accumulate_subsample", 6, 2), ("linear_regression", "accumulate", 8, 3),
            ("gaussian", "replace", 6, 2), ("gaussian", "accumulate", 6, 2),
@@ -32,12 +30,6 @@ BITWISE = [("gaussian", "accumulate_subsample", 6, 2), ("linear_regression", "ac
 # exp/log depend on the batch size: see test_kde_and_gmm_agree_bitwise_on_...)
 SAME_BATCH = [("kde", "replace", 6, 2), ("kde", "accumulate", 6, 2),
               ("gmm", "replace", 8, 2), ("gmm", "accumulate", 8, 2)]
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_")}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
-    return env
 
 
 def _static(model, regime, n, d, generations=6):
@@ -207,7 +199,7 @@ def _one_vs_eight_devices(tmp_path, pairs, chunk_size):
     proc = subprocess.Popen(  # runs while this process computes the reference (2 cores)
         [sys.executable, str(script), str(tmp_path / "out.npz")], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8"))
+        env=child_env("--xla_force_host_platform_device_count=8"))
     try:
         refs = {}
         for model, regime, n, d in pairs:

@@ -48,14 +48,37 @@ FLAGS = ("collapsed", "nonfinite")
 
 
 class ChainState(NamedTuple):
-    """What a chain carries between generations: the pool and the last fitted parameters."""
+    """What a chain carries between generations: the pool and the last fitted parameters.
+
+    ``pool`` has leaves ``[capacity, ...]`` (the regime's), ``params`` the family's pytree (here
+    the Gaussian's float32 mean ``[d]``, covariance and its root ``[d, d]``, log-determinant
+    ``[]``). Shapes only, nothing compiles:
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain, draw_real, init
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> state, _ = jax.eval_shape(lambda k: init(chain, k, h, draw_real(chain, k, h, {})), key)
+    >>> state.pool.data.shape, state.pool.valid.dtype, sorted(state.params)
+    ((12, 2), dtype('bool'), ['cov', 'logdet', 'mean', 'root'])
+    """
 
     pool: Pool
     params: Params
 
 
 class Chain(NamedTuple):
-    """A compiled-shape chain: its static config and the model, regime and source it combines."""
+    """A compiled-shape chain: its static config and the model, regime and source it combines.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> chain.regime.name, chain.regime.capacity, chain.regime.n_synthetic  # n0 + (G - 1) n
+    ('accumulate', 12, 4)
+    """
 
     static: StaticConfig
     model: GenerativeModel
@@ -68,6 +91,15 @@ def make_chain(static: StaticConfig) -> Chain:
 
     A model that brings its own regime (an exact fast path over a summary of the pool, see
     ``GenerativeModel.regime``) uses it in place of the generic one.
+
+    >>> import dataclasses
+    >>> from collapse_jax import StaticConfig, make_chain
+    >>> static = StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3)
+    >>> make_chain(static).regime.capacity  # the fast path's pool: one slot of statistics
+    1
+    >>> generic = dataclasses.replace(static, options={"fast_path": False})
+    >>> make_chain(generic).regime.capacity  # the generic pool: n0 + (G - 1) n examples
+    12
     """
     model = make_model(static)
     regime = model.regime if model.regime is not None else make_regime(static)
@@ -75,7 +107,18 @@ def make_chain(static: StaticConfig) -> Chain:
 
 
 def draw_real(chain: Chain, chain_key: PRNGKey, hparams: Hparams, args: PyTree) -> RealData:
-    """The real data (train, test, truth) of one chain."""
+    """The real data (train, test, truth) of one chain: a ``RealData`` whose ``train`` leaves are
+    ``[n0, ...]`` and ``test`` leaves ``[n_test, ...]`` (float32), the same for every regime.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain, draw_real
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> real = jax.jit(lambda k: draw_real(chain, k, h, {}))(key)
+    >>> real.train.shape, real.test.dtype, real.truth["mean"].tolist()
+    ((4, 2), dtype('float32'), [0.0, 0.0])
+    """
     return chain.source.draw(rng.fold_in(chain_key, REAL_STREAM), hparams, args)
 
 
@@ -123,7 +166,20 @@ def _evaluate(chain: Chain, params: Params, real: RealData, hparams: Hparams, vi
 def init(
     chain: Chain, chain_key: PRNGKey, hparams: Hparams, real: RealData
 ) -> tuple[ChainState, Metrics]:
-    """Generation 0: the pool is D0; fit and evaluate on it."""
+    """Generation 0: the pool is D0; fit and evaluate on it.
+
+    Returns the ``ChainState`` and the metrics, a dict of float32 scalars (the model's, the
+    pool's and ``FLAGS``).
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain, draw_real, init
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> state, m = jax.jit(lambda k: init(chain, k, h, draw_real(chain, k, h, {})))(key)
+    >>> int(state.pool.count), m["pool_size"].dtype, round(float(m["trace_ratio"]), 3)
+    (4, dtype('float32'), 0.881)
+    """
     k_init, _, k_view, k_fit = rng.split(rng.fold_in(chain_key, 0), 4)
     pool = chain.regime.init(real.train)
     params = chain.model.init(k_init, real, hparams)
@@ -145,6 +201,20 @@ def step(
     evaluate.
 
     ``args`` (the source's host data) is needed only by regimes that draw fresh real data.
+    ``generation`` is an int32 scalar (traced inside the loop); returns the new ``ChainState``
+    and that generation's float32 scalar metrics.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain, draw_real, init, step
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> def two(k):
+    ...     real = draw_real(chain, k, h, {})
+    ...     return step(chain, init(chain, k, h, real)[0], jax.numpy.int32(1), k, h, real)
+    >>> state, m = jax.eval_shape(two, key)
+    >>> state.pool.data.shape, m["real_fraction"].shape  # the pool keeps its capacity
+    ((12, 2), ())
     """
     k_sample, k_update, k_view, k_fit = rng.split(
         rng.fold_in(chain_key, generation), 4
@@ -181,6 +251,17 @@ def advance(
 
     Returns:
         The state after generation ``stop - 1`` and the metrics with a leading ``[length]`` axis.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_chain, advance, draw_real, init
+    >>> chain = make_chain(StaticConfig("gaussian", "accumulate", n0=4, n=4, d=2, generations=3,
+    ...                                 n_test=4, options={"fast_path": False}))
+    >>> h, key = hparams_from({"sigma": 1.0, "scale": 1.0}), jax.random.key(0)
+    >>> def chunk(k):
+    ...     real = draw_real(chain, k, h, {})
+    ...     return advance(chain, init(chain, k, h, real)[0], 1, 3, 2, k, h, real)
+    >>> jax.eval_shape(chunk, key)[1]["trace_ratio"]
+    ShapeDtypeStruct(shape=(2,), dtype=float32)
     """
     start = jnp.asarray(start, jnp.int32)
 

@@ -23,7 +23,16 @@ import jax.numpy as jnp
 
 
 class ConfigError(ValueError):
-    """A bad configuration value; the message names the field and what is allowed."""
+    """A bad configuration value; the message names the field and what is allowed (the CLI
+    exits with code 2 on it). A ``ValueError``, so generic handlers catch it too.
+
+    >>> from collapse_jax import Experiment, validate
+    >>> try:
+    ...     validate(Experiment(name="x", model="gaussian", regimes=("keep",)))
+    ... except ConfigError as e:
+    ...     print(e)
+    regime='keep': unknown; allowed: replace, accumulate, ...
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +61,10 @@ class StaticConfig:
         window_keep_real: whether the ``window`` regime keeps D0.
         metrics: the model metrics to compute (empty = all of the model's); the others are left
             out of the compiled program.
+
+    >>> s = StaticConfig(model="gaussian", regime="accumulate", n0=10, n=5, d=2, generations=4)
+    >>> s.n_test, s.dtype, hash(s) == hash(dataclasses.replace(s)), dataclasses.replace(s, n=6) == s
+    (1000, 'float32', True, False)
     """
 
     model: str
@@ -89,7 +102,12 @@ class StaticConfig:
 
 
 def hparams_from(values: Mapping[str, float], dtype: Any = jnp.float32) -> dict[str, Any]:
-    """Hyperparameters as scalars of ``dtype`` (explicit dtype: no weak-type recompiles)."""
+    """Hyperparameters as scalars of ``dtype`` (explicit dtype: no weak-type recompiles), sorted
+    by name.
+
+    >>> hparams_from({"sigma": 2, "scale": 1.0})
+    {'scale': Array(1., dtype=float32), 'sigma': Array(2., dtype=float32)}
+    """
     return {k: jnp.asarray(v, dtype) for k, v in sorted(values.items())}
 
 
@@ -147,6 +165,11 @@ class Experiment:
         snapshots: samples kept per snapshot of a model for figures and reading (the first chain
             of every group, at a few generations); None = the model family's default
             (``ModelSpec.snapshot``: 0 for the classical families, e.g. 16 images for the VAE).
+
+    >>> e = Experiment(name="demo", model="gaussian", n=(10, 100), d=2,
+    ...                hparams={"sigma": (1.0, 2.0)})
+    >>> e.regimes, e.static_values(), len(e.hparam_grid({"scale": 1.0}))  # compiled, vmapped
+    (('replace', 'accumulate'), [(10, 10, 2), (100, 100, 2)], 2)
     """
 
     name: str

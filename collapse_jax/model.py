@@ -30,6 +30,14 @@ picked up by the contract tests in ``tests/test_contract.py`` with no change to 
 ``ModelSpec`` also declares the allowed range of every hyperparameter, whether the family computes
 in float64 (``Experiment.x64``), and how many samples a run keeps for pictures (``snapshot``) with
 the family's own renderer of them (``render``, e.g. a grid of images or a text file).
+
+>>> from collapse_jax import MODELS, SOURCES
+>>> sorted(MODELS)[:4]
+['categorical', 'conformer_diffusion', 'gaussian', 'gmm']
+>>> MODELS["gaussian"].source, MODELS["gaussian"].metrics[:2]
+('gaussian', ('trace_ratio', 'logdet_ratio'))
+>>> sorted(SOURCES)[:3]
+['categorical', 'circles', 'conformers']
 """
 
 from __future__ import annotations
@@ -48,7 +56,20 @@ class GenerativeModel(NamedTuple):
     """The four pure functions every model family provides (see module docstring).
 
     ``collapsed`` and ``regime`` are optional: the family's degeneracy test, and a model-specific
-    pool (exact fast path) replacing the generic regime.
+    pool (exact fast path) replacing the generic regime. ``sample`` returns a pytree with leaves
+    ``[num, ...]`` (the shapes of ``real.train``'s leaves past the first axis).
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_model, make_source
+    >>> static = StaticConfig("linear_regression", "replace", n0=12, n=12, d=3, generations=2,
+    ...                       options={"fast_path": False})
+    >>> model, h = make_model(static), hparams_from({"sigma": 10.0})
+    >>> def draw_init_sample(key):
+    ...     k_real, k_init, k_sample = jax.random.split(key, 3)
+    ...     real = make_source(static).draw(k_real, h, {})
+    ...     return model.sample(k_sample, model.init(k_init, real, h), real, h, static.n)
+    >>> jax.tree.map(lambda x: x.shape, jax.eval_shape(draw_init_sample, jax.random.key(0)))
+    {'x': (12, 3), 'y': (12,)}
     """
 
     init: Callable[[PRNGKey, RealData, Hparams], Params]
@@ -69,6 +90,16 @@ class Source(NamedTuple):
             examples from the same distribution as ``real.train``, for regimes that mix fresh
             real data into every generation (``fresh_real_mix``). None when the source cannot
             draw more real data.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_source
+    >>> static = StaticConfig("kde", "replace", n0=16, n=16, d=2, generations=2, n_test=8)
+    >>> source = make_source(static)  # the family's default: two moons
+    >>> args = source.load(static)
+    >>> real = jax.eval_shape(lambda k: source.draw(k, hparams_from({"noise": 0.05}), args),
+    ...                       jax.random.key(0))
+    >>> real.train.shape, real.test.shape, real.train.dtype, source.fresh is not None
+    ((16, 2), (8, 2), dtype('float32'), True)
     """
 
     load: Callable[[StaticConfig], PyTree]
@@ -123,7 +154,10 @@ class ModelSpec:
     example_regimes: tuple[str, ...] | None = None
 
 
+#: name -> ``ModelSpec`` of every registered model family (``register_model`` fills it; importing
+#: ``collapse_jax`` registers the built-in ones; ``collapse-jax list`` prints it).
 MODELS: dict[str, ModelSpec] = {}
+#: name -> source factory ``StaticConfig -> Source`` (``register_source`` fills it).
 SOURCES: dict[str, Callable[[StaticConfig], Source]] = {}
 
 
@@ -144,7 +178,28 @@ def register_model(
     describe: Mapping[str, str] | None = None,
     example_regimes: tuple[str, ...] | None = None,
 ) -> Callable:
-    """Decorator registering a model factory under ``name`` (fields: see ``ModelSpec``)."""
+    """Decorator registering a model factory under ``name`` (fields: see ``ModelSpec``); the
+    family then runs in experiments, sweeps and the CLI (``examples/custom_model.py``: a whole one).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from collapse_jax import (GenerativeModel, StaticConfig, hparams_from, make_chain,
+    ...                           register_model, run_chain)
+    >>> @register_model("doc_mean", source="gaussian", hparams={"sigma": 1.0}, metrics=("err",))
+    ... def doc_mean(static):  # a Gaussian with known covariance: fit the mean only
+    ...     def fit(key, pool, params, h):
+    ...         w = pool.weights[:, None]
+    ...         return {"mean": jnp.sum(w * pool.data, 0) / jnp.sum(w)}
+    ...     def sample(key, params, real, h, num):
+    ...         return params["mean"][None, :] + jax.random.normal(key, (num, static.d))
+    ...     return GenerativeModel(
+    ...         init=lambda key, real, h: {"mean": jnp.zeros(static.d)}, fit=fit, sample=sample,
+    ...         evaluate=lambda p, real, h: {"err": jnp.sum((p["mean"] - real.truth["mean"]) ** 2)})
+    >>> chain = make_chain(StaticConfig("doc_mean", "replace", n0=8, n=8, d=2, generations=3))
+    >>> run = lambda k: run_chain(chain, k, hparams_from({"sigma": 1.0, "scale": 1.0}), {})
+    >>> jax.eval_shape(run, jax.random.key(0))[1]["err"]  # one value per generation
+    ShapeDtypeStruct(shape=(3,), dtype=float32)
+    >>> del MODELS["doc_mean"]
+    """
 
     def deco(factory: Callable[[StaticConfig], GenerativeModel]):
         MODELS[name] = ModelSpec(
@@ -159,7 +214,24 @@ def register_model(
 
 
 def register_source(name: str) -> Callable:
-    """Decorator registering a source factory ``StaticConfig -> Source`` under ``name``."""
+    """Decorator registering a source factory ``StaticConfig -> Source`` under ``name``; a config
+    picks it with ``source=`` (``StaticConfig.source``, ``Experiment.source``).
+
+    >>> import jax
+    >>> from collapse_jax import RealData, Source, StaticConfig, make_source, register_source
+    >>> @register_source("doc_uniform")
+    ... def doc_uniform(static):
+    ...     def draw(key, hparams, args):
+    ...         k1, k2 = jax.random.split(key)
+    ...         return RealData(jax.random.uniform(k1, (static.n0, static.d)),
+    ...                         jax.random.uniform(k2, (static.n_test, static.d)), {})
+    ...     return Source(load=lambda static: {}, draw=draw)
+    >>> static = StaticConfig("kde", "replace", n0=5, n=5, d=2, generations=2, n_test=3,
+    ...                       source="doc_uniform")
+    >>> make_source(static).draw(jax.random.key(0), {}, {}).train.shape
+    (5, 2)
+    >>> del SOURCES["doc_uniform"]
+    """
 
     def deco(factory: Callable[[StaticConfig], Source]):
         SOURCES[name] = factory
@@ -178,12 +250,27 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def make_model(static: StaticConfig) -> GenerativeModel:
-    """The model a StaticConfig names."""
+    """The model a StaticConfig names (its ``GenerativeModel``, sizes bound; nothing traced).
+
+    >>> from collapse_jax import StaticConfig, make_model
+    >>> model = make_model(StaticConfig("gaussian", "replace", n0=8, n=8, d=2, generations=2))
+    >>> model._fields[:4]
+    ('init', 'fit', 'sample', 'evaluate')
+    >>> model.regime.name, model.regime.capacity  # the exact fast path: one slot of statistics
+    ('replace', 1)
+    """
     return get_model_spec(static.model).factory(static)
 
 
 def make_source(static: StaticConfig) -> Source:
-    """The source a StaticConfig names (its model's default when ``static.source`` is empty)."""
+    """The source a StaticConfig names (its model's default when ``static.source`` is empty).
+
+    >>> from collapse_jax import StaticConfig, make_source
+    >>> make_source(StaticConfig("gaussian", "replace", 4, 4, 2, 2, source="nope"))
+    Traceback (most recent call last):
+    ...
+    collapse_jax.config.ConfigError: source='nope': unknown; allowed: categorical, circles, ...
+    """
     name = static.source or get_model_spec(static.model).source
     if name not in SOURCES:
         raise ConfigError(f"source={name!r}: unknown; allowed: {', '.join(sorted(SOURCES))}")

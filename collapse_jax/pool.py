@@ -32,6 +32,11 @@ class Pool(NamedTuple):
             of generation g - 1; -1 for empty slots.
         count: int32 scalar, number of valid slots.
         overflow: bool scalar, set when a write did not fit (the write is dropped).
+
+    >>> import jax.numpy as jnp
+    >>> p = init_pool({"x": jnp.ones((2, 3)), "y": jnp.ones((2,))}, capacity=4)
+    >>> p.capacity, p.data["x"].shape, p.origin.tolist(), p.weights.dtype, bool(p.overflow)
+    (4, (4, 3), [0, 0, -1, -1], dtype('float32'), False)
     """
 
     data: Data

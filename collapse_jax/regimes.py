@@ -1,29 +1,24 @@
 """Data regimes: how the pool changes between generations, each a pure function with identical
 input and output shapes, so one chain is a single loop and many chains are one ``vmap``.
 
-Regimes (generation g is fit on the pool after g rounds of sampling; n synthetic per round):
+Generation g is fit on the pool after g rounds of sampling (n synthetic per round); capacities:
 
-- ``replace``: the pool is the n newest synthetic examples only. Capacity ``max(n0, n)``.
-- ``accumulate``: D0 plus every synthetic example so far. Capacity ``n0 + (G - 1) n``.
-- ``accumulate_subsample``: stored as ``accumulate``; each fit sees a uniform subsample without
-  replacement of fixed size ``m`` (compute per generation fixed; Kazdan et al. 2024), gathered
-  into a pool of capacity ``m`` (``Regime.view_capacity``), so a fit costs O(m) whatever the
-  accumulated pool's size.
-- ``fixed_real_mix``: D0 plus ``round(lam * n0)`` fresh synthetic examples; older synthetic data is
-  dropped (Bertrand et al. 2023). ``lam`` is a hyperparameter in ``[0, lam_max]``; the static
-  ``ceil(lam_max * n0)`` examples are sampled every generation and the first ``round(lam * n0)``
-  are marked valid, so a sweep over ``lam`` compiles once. Capacity ``n0 + ceil(lam_max n0)``.
-- ``fresh_real_mix``: each generation's training set has ``n`` examples, the first
-  ``round(rho * n)`` fresh real data drawn from the source (``Source.fresh``), the rest synthetic
-  (Alemohammad et al. 2023, "fresh data loop"). ``rho`` is a hyperparameter in ``[0, 1]``.
-  Capacity ``max(n0, n)``. Fresh real slots are tagged origin 0 (real).
-- ``window``: accumulate, keeping only the synthetic data of the last ``k`` generations (static
-  ``window``), with D0 kept or not (static ``window_keep_real``): a ring buffer of ``k`` blocks of
-  ``n`` slots after D0. Capacity ``n0 + k n`` (with D0) or ``max(n0, k n)`` (without).
+- ``replace``: the n newest synthetic examples only. ``max(n0, n)``.
+- ``accumulate``: D0 plus every synthetic example so far. ``n0 + (G - 1) n``.
+- ``accumulate_subsample``: accumulate, but each fit sees a uniform subsample of fixed size ``m``
+  (Kazdan et al. 2024) gathered into a pool of capacity ``m``: a fit costs O(m).
+- ``fixed_real_mix``: D0 plus ``round(lam * n0)`` fresh synthetic examples (Bertrand et al. 2023);
+  ``lam`` in ``[0, lam_max]`` is vmapped. ``n0 + ceil(lam_max n0)``.
+- ``fresh_real_mix``: ``n`` examples per generation, ``round(rho * n)`` of them fresh real data
+  (``Source.fresh``, origin 0), the rest synthetic (Alemohammad et al. 2023). ``max(n0, n)``.
+- ``window``: accumulate, keeping the synthetic data of the last ``k`` generations (``window``),
+  with D0 or not (``window_keep_real``). ``n0 + k n`` or ``max(n0, k n)``.
 
-Regime hyperparameters (``REGIME_HPARAMS``, allowed values in ``REGIME_RANGES``) live in the same
-``hparams`` dict as the model's and are vmapped the same way. ``statistics_regime`` is the pool of
-a model's exact fast path: summed sufficient statistics instead of examples.
+Regime hyperparameters (``REGIME_HPARAMS``, ranges ``REGIME_RANGES``) share the model's vmapped
+``hparams``. ``statistics_regime``: a fast path's pool of summed sufficient statistics.
+
+>>> sorted(REGIMES)[:3]  # name -> factory ``StaticConfig -> Regime``
+['accumulate', 'accumulate_subsample', 'fixed_real_mix']
 
 References:
     Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413.
@@ -71,6 +66,13 @@ class Regime(NamedTuple):
             instead of examples (e.g. the Gaussian's sufficient statistics) overrides it.
         view_capacity: static capacity of the pool ``view`` returns (None: ``capacity``); read
             it through ``fit_capacity``.
+
+    Shapes: ``init`` takes leaves ``[n0, ...]``, ``update`` ``[n_synthetic, ...]``; pools hold
+    ``[capacity, ...]``.
+
+    >>> r = accumulate(n0=3, n=2, generations=4)
+    >>> r.name, r.capacity, r.n_synthetic, r.fit_capacity  # 3 + (4 - 1) * 2 slots
+    ('accumulate', 9, 2, 9)
     """
 
     name: str
@@ -99,7 +101,14 @@ def _full_view(pool: Pool, key: PRNGKey, hparams: Hparams) -> Pool:
 
 
 def replace(n0: int, n: int, generations: int) -> Regime:
-    """Each generation is fit on the newest ``n`` synthetic examples only."""
+    """Each generation is fit on the newest ``n`` synthetic examples only (D0 leaves at g = 1).
+
+    >>> import jax.numpy as jnp
+    >>> r = replace(n0=3, n=2, generations=4)
+    >>> p = r.update(r.init(jnp.zeros((3, 1))), jnp.ones((2, 1)), jnp.int32(1), None, {})
+    >>> p.data.shape, p.valid.tolist(), p.origin.tolist()
+    ((3, 1), [True, True, False], [1, 1, -1])
+    """
     del generations
     capacity = max(n0, n)
 
@@ -120,7 +129,14 @@ def replace(n0: int, n: int, generations: int) -> Regime:
 
 
 def accumulate(n0: int, n: int, generations: int) -> Regime:
-    """Each generation is fit on D0 plus all synthetic data so far."""
+    """Each generation is fit on D0 plus all synthetic data so far (block g at ``n0 + (g-1) n``).
+
+    >>> import jax.numpy as jnp
+    >>> r = accumulate(n0=2, n=1, generations=3)
+    >>> p = r.update(r.init(jnp.zeros((2, 1))), jnp.ones((1, 1)), jnp.int32(1), None, {})
+    >>> p.origin.tolist(), {k: float(v) for k, v in r.metrics(p).items()}
+    ([0, 0, 1, -1], {'pool_size': 3.0, 'real_fraction': 0.6666666865348816})
+    """
     capacity = n0 + max(generations - 1, 0) * n
 
     def update(pool, synthetic, generation, key, hparams):
@@ -197,13 +213,10 @@ def statistics_regime(
 ) -> Regime:
     """``replace`` or ``accumulate`` over a one-slot pool holding sufficient statistics.
 
-    For a model whose fit depends on its pool only through statistics that add up over
-    disjoint blocks (a model's exact fast path, ``GenerativeModel.regime``): ``summarize(rows)``
-    gives the statistics of the real data as a one-slot block (leading axis 1, with ``count``
-    and ``real``: the number of rows and of real rows), the model's ``sample`` returns such a
-    block for its ``n`` synthetic rows, and ``merge(a, b)`` the statistics of the union. The
-    pool stays O(statistics) whatever the generation, where ``accumulate``'s grows by ``n``
-    rows each. ``pool_size`` and ``real_fraction`` are those of the rows summarised.
+    For a fit that depends on its pool only through additive statistics (a model's exact fast
+    path, ``GenerativeModel.regime``): ``summarize(rows)`` gives a one-slot block (leading axis
+    1, with ``count`` and ``real``: rows and real rows), ``sample`` returns such a block for its
+    ``n`` rows, ``merge(a, b)`` the union's; the pool stays O(statistics) at every generation.
 
     >>> import jax.numpy as jnp
     >>> total = lambda x: {"count": jnp.full((1,), x.shape[0], jnp.float32),
@@ -378,5 +391,10 @@ REGIMES: dict[str, Callable[[StaticConfig], Regime]] = {
 
 
 def make_regime(static: StaticConfig) -> Regime:
-    """The regime a StaticConfig names."""
+    """The regime a StaticConfig names (``REGIMES``; the generic one, never a model's fast path).
+
+    >>> from collapse_jax import StaticConfig
+    >>> make_regime(StaticConfig("gaussian", "window", n0=4, n=2, d=1, generations=5)).capacity
+    8
+    """
     return REGIMES[static.regime](static)

@@ -48,6 +48,15 @@ class Results:
         metrics: metric names in display order.
         samples: ``{group index: {generation: samples}}`` of each group's first chain, where
             the family keeps snapshots (``ModelSpec.snapshot``), else empty.
+
+    >>> from collapse_jax import Experiment, run_experiment
+    >>> r = run_experiment(Experiment(name="doc", model="location", regimes=("replace",),
+    ...                               seeds=2, generations=3, n=8, d=2, n_test=8))
+    >>> r.table.shape, r.metrics, r.table["error"].dtype  # 2 seeds x 3 generations rows
+    ((6, 10), ('error', 'pool_size', 'real_fraction'), dtype('float32'))
+    >>> print(r.final()[["regime", "metric", "mean", "sem"]].round(3).head(1).to_string())
+        regime metric   mean    sem
+    0  replace  error  3.314  1.936
     """
 
     table: pd.DataFrame

@@ -29,6 +29,15 @@ class RealData(NamedTuple):
         test: held-out real data, leaves ``[n_test, ...]``; every generation is evaluated on it.
         truth: parameters of the true distribution when known (e.g. ``{"mean", "cov"}``), else
             an empty dict.
+
+    >>> import jax
+    >>> from collapse_jax import StaticConfig, hparams_from, make_source
+    >>> static = StaticConfig("linear_regression", "replace", n0=12, n=12, d=3, generations=2,
+    ...                       n_test=16)
+    >>> draw = lambda k: make_source(static).draw(k, hparams_from({"sigma": 10.0}), {})
+    >>> real = jax.eval_shape(draw, jax.random.key(0))  # shapes only, nothing runs
+    >>> jax.tree.map(lambda x: x.shape, (real.train, real.test["y"], real.truth["w"]))
+    ({'x': (12, 3), 'y': (12,)}, (16,), (3,))
     """
 
     train: Data

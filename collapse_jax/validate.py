@@ -1,11 +1,8 @@
 """Checking an experiment against the registries, and resolving it once into a ``RunSpec``.
 
-``validate(exp)`` checks every field on the host, before anything is traced: each error is one
-line naming the field, the value and what is allowed (``ConfigError``). ``resolve(exp)`` then
-computes everything a run derives from the experiment, once: the static configs (one compiled
-group each) with their labels and source data, the chain ids and hyperparameter arrays of the
-vmapped chains, the swept fields and the fingerprint that identifies the run's results. Every
-later layer (plan, experiment, results, plots, the CLI) takes the ``RunSpec``.
+``validate(exp)``: host checks before anything is traced, each error one line naming the field,
+the value and what is allowed. ``resolve(exp)``: the static groups (labels, source data), the
+chains' ids and hyperparameters, the swept fields, the results' fingerprint; later layers take it.
 """
 
 from __future__ import annotations
@@ -67,8 +64,7 @@ def hparam_range(model: str, name: str) -> HparamRange | None:
 
 
 def experiment_hparam_range(exp: Experiment, name: str) -> HparamRange | None:
-    """``hparam_range``, narrowed by static bounds the experiment sets (``lam`` lies in
-    ``[0, lam_max]``)."""
+    """``hparam_range`` narrowed by the experiment's static bounds (``lam`` in ``[0, lam_max]``)."""
     if name == "lam":
         return HparamRange(0.0, float(exp.lam_max))
     return hparam_range(exp.model, name)
@@ -292,8 +288,7 @@ def _check_static(static: StaticConfig) -> None:
 
 
 def load_args(static: StaticConfig) -> PyTree:
-    """``Source.load(static)``: the source's host data, with a missing or malformed data file
-    reported as ``ConfigError`` (one line) before anything compiles."""
+    """``Source.load(static)``; a missing or malformed data file is a one-line ``ConfigError``."""
     try:
         return make_source(static).load(static)
     except ConfigError:
@@ -324,6 +319,11 @@ class RunSpec:
         hparams: name -> ``[C]`` float64, each chain's hyperparameters (model's and regimes').
         fingerprint: the experiment fields that fix the results (a resumed run must match).
         snapshot: samples kept per snapshot (``Experiment.snapshots`` or the family's default).
+
+    >>> spec = resolve(Experiment(name="x", model="gaussian", seeds=3, d=2,
+    ...                           hparams={"sigma": (1.0, 2.0)}))
+    >>> spec.chains, spec.chain_ids.dtype, spec.hparams["sigma"].shape, len(spec.statics)
+    (6, dtype('int32'), (6,), 2)
     """
 
     experiment: Experiment

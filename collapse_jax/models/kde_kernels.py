@@ -72,12 +72,27 @@ def log_kernel_sum(
         d2 = (xb[:, 0:1] - cols[0][None, :]) ** 2
         for k in range(1, d):
             d2 = d2 + (xb[:, k : k + 1] - cols[k][None, :]) ** 2
-        return jax.nn.logsumexp(-d2 / (2.0 * h**2) + logw[None, :], axis=1)
+        return _logsumexp_rows(-d2 / (2.0 * h**2) + logw[None, :])
 
     if nb == 1:  # one block: no loop
         return one(x)
     xp = jnp.concatenate([x, jnp.zeros((nb * block - m, d), x.dtype)]).reshape(nb, block, d)
     return jax.lax.map(one, xp).reshape(-1)[:m]
+
+
+def _logsumexp_rows(a: Float[Array, "m P"]) -> Float[Array, " m"]:
+    """``log sum_j exp(a_ij)`` per row, ``-inf`` for a row of ``-inf``.
+
+    As ``jax.nn.logsumexp``, but with its exact bounds enforced: ``a - max <= 0`` and the sum of
+    ``exp(a - max)`` at least 1 (the maximum's own term). With a bandwidth at its floor the logits
+    reach ~1e12, where one float32 ulp is ~1e5, and a fused recomputation of the logits that
+    rounds differently from the one the maximum was taken over (seen at XLA CPU's optimisation
+    level 0) would otherwise turn a finite log density into ``-inf`` or ``+inf``.
+    """
+    top = jnp.max(a, axis=1)
+    shift = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jnp.sum(jnp.exp(jnp.minimum(a - shift[:, None], 0.0)), axis=1)
+    return jnp.where(jnp.isfinite(top), shift + jnp.log(jnp.maximum(total, 1.0)), top)
 
 
 def log_weights(w: Float[Array, " P"]) -> Float[Array, " P"]:

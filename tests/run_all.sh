@@ -12,9 +12,10 @@ set -u
 cd "$(dirname "$0")/.."
 jobs_max="${TEST_JOBS:-2}"
 logs="$(mktemp -d)"
-# the slowest files first, so the last one to finish is a short one
-slow=(tests/test_contract.py tests/test_sweep.py tests/test_cli.py tests/test_validate.py
-      tests/models/test_gaussian_fast.py tests/test_theory.py tests/models/test_gaussian.py)
+# the slowest files first (as measured in CI), so the last one to finish is a short one
+slow=(tests/test_contract.py tests/test_validate.py tests/models/test_transformer_lm.py
+      tests/models/test_gaussian_fast.py tests/test_sweep.py tests/test_cli.py tests/test_theory.py
+      tests/test_doctests.py)
 targets=("${slow[@]}")
 shopt -s nullglob
 for t in tests/test_*.py tests/*/test_*.py; do

@@ -116,6 +116,9 @@ def hparams_from(values: Mapping[str, float], dtype: Any = jnp.float32) -> dict[
 NOT_RESULT_FIELDS = ("chunk_size", "generation_chunk", "keep_checkpoints", "checkpoint_seconds",
                      "description")
 
+#: ``Experiment.compile``: how XLA compiles the sweep's programs (``programs.COMPILER_OPTIONS``).
+COMPILE_MODES = ("optimized", "fast")
+
 #: Fields of an experiment whose value may be a tuple: a sweep compiled once per value.
 STATIC_SWEEPS = ("n", "n0", "d")
 
@@ -165,6 +168,10 @@ class Experiment:
         snapshots: samples kept per snapshot of a model for figures and reading (the first chain
             of every group, at a few generations); None = the model family's default
             (``ModelSpec.snapshot``: 0 for the classical families, e.g. 16 images for the VAE).
+        compile: ``"optimized"`` (XLA's default code generation) or ``"fast"`` (LLVM
+            optimisation level 0: programs compile 2-3x faster and may run slower; for sweeps
+            whose chains take seconds, where compiling dominates the wall time). The two round
+            differently in the last bits, so it is part of the run's fingerprint.
 
     >>> e = Experiment(name="demo", model="gaussian", n=(10, 100), d=2,
     ...                hparams={"sigma": (1.0, 2.0)})
@@ -198,6 +205,7 @@ class Experiment:
     window_keep_real: bool = True
     metrics: tuple[str, ...] = ()
     snapshots: int | None = None
+    compile: str = "optimized"
 
     def swept(self) -> dict[str, tuple]:
         """Every swept field (static or hyperparameter) with its values.

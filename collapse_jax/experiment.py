@@ -112,7 +112,8 @@ def run_experiment(
             report.compiling(i, len(spec.statics), spec.labels[i])
             with precision(static):
                 setup = prepare_sweep(static, root, spec.chain_ids, spec.hparams, spec.args[i],
-                                      plan=plan, mesh=mesh, snapshot=spec.snapshot)
+                                      plan=plan, mesh=mesh, snapshot=spec.snapshot,
+                                      compile=spec.experiment.compile)
                 report.compiled(setup.compile_seconds)
                 t0 = time.perf_counter()
                 for out in sweep_chunks(setup, start):

@@ -111,8 +111,10 @@ class SweepSetup(NamedTuple):
 
 
 def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: Mapping,
-                  args: PyTree, *, plan: SweepPlan, mesh: Mesh, snapshot: int = 0) -> SweepSetup:
-    """Pad the chains to whole batches, put the shared data on the mesh and compile (timed)."""
+                  args: PyTree, *, plan: SweepPlan, mesh: Mesh, snapshot: int = 0,
+                  compile: str = "optimized") -> SweepSetup:
+    """Pad the chains to whole batches, put the shared data on the mesh and compile (timed;
+    ``compile``: ``Experiment.compile``)."""
     ids = np.asarray(chain_ids, dtype=np.int32).reshape(-1)
     num = ids.shape[0]
     if num == 0:
@@ -129,7 +131,7 @@ def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: 
     args_g = put_replicated(args, mesh)
     t0 = time.perf_counter()
     programs = compile_sweep(static, hp, args_g, root_data, str(jax.random.key_impl(root)),
-                             plan, mesh, snapshot)
+                             plan, mesh, snapshot, compile)
     return SweepSetup(static, plan, mesh, programs, root_data, args_g,
                       np.concatenate([ids, np.repeat(ids[-1:], pad)]), hp, snapshot,
                       time.perf_counter() - t0)
@@ -313,6 +315,7 @@ def run_sweep(
     mesh: Mesh | None = None,
     plan: SweepPlan | None = None,
     snapshot: int = 0,
+    compile: str = "optimized",
 ) -> SweepResult:
     """Run ``len(chain_ids)`` chains of one StaticConfig: sharded, in chain and generation chunks.
 
@@ -330,6 +333,7 @@ def run_sweep(
         mesh: 1-d device mesh with axis ``'chains'`` (default ``make_mesh()``: every device).
         plan: a stored plan; overrides ``chunk_size`` and ``generation_chunk``.
         snapshot: samples kept of the first chain at ``snapshot_generations`` (0: none).
+        compile: ``"optimized"`` or ``"fast"`` (``Experiment.compile``).
 
     Returns:
         A SweepResult with ``[C, generations]`` metrics of this process's chains.
@@ -350,7 +354,7 @@ def run_sweep(
             plan = plan_sweep(static, args, max(num, 1), chunk_size=chunk_size,
                               generation_chunk=generation_chunk, devices=mesh.devices.size)
         setup = prepare_sweep(static, root, chain_ids, dict(hparams), args, plan=plan,
-                              mesh=mesh, snapshot=snapshot)
+                              mesh=mesh, snapshot=snapshot, compile=compile)
         t0 = time.perf_counter()
         rows: dict[int, list] = {}
         samples: dict[int, Any] = {}

@@ -1,9 +1,7 @@
-"""Checking an experiment against the registries, and resolving it once into a ``RunSpec``.
-
-``validate(exp)``: host checks before anything is traced, each error one line naming the field,
-the value and what is allowed. ``resolve(exp)``: the static groups (labels, source data), the
-chains' ids and hyperparameters, the swept fields, the results' fingerprint; later layers take it.
-"""
+"""Checking an experiment against the registries (``validate``: host checks before anything is
+traced, each error one line naming the field, the value and what is allowed), and resolving it
+once into a ``RunSpec`` (``resolve``: static groups, chain ids, hyperparameters, swept fields,
+fingerprint), which every later layer takes."""
 
 from __future__ import annotations
 
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from collapse_jax.config import (
+    COMPILE_MODES,
     NOT_RESULT_FIELDS,
     ConfigError,
     Experiment,
@@ -242,6 +241,7 @@ def validate(exp: Experiment) -> Experiment:
         _check_int("snapshots", exp.snapshots, lo=0)
     for field in ("source", "data_path", "description"):
         _check_str(field, getattr(exp, field))
+    _check_name("compile", exp.compile, list(COMPILE_MODES))
     _check_bool("x64", exp.x64)
     _check_int("keep_checkpoints", exp.keep_checkpoints)
     cs = exp.checkpoint_seconds

@@ -158,6 +158,9 @@ def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> 
     example={"n0": 24, "n": 24, "d": 64, "n_test": 16,
              "options": {"hidden": 16, "latent": 2, "steps": 10, "batch": 8,
                          "eval_samples": 16}},
+    # the pool regimes are exercised with every cheap family; the VAE's contract runs the three
+    # kinds of pool it sees (one block, a growing prefix, real + weighted synthetic slots)
+    example_regimes=("replace", "accumulate", "fixed_real_mix"),
     describe={
         "lr": "Adam learning rate",
         "latent": "latent dimension", "hidden": "hidden units of encoder and decoder",

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import XLA_DEFAULT_LEVEL
 from scipy import stats
 
 from collapse_jax.metrics import pivoted_cholesky, psd_cholesky, psd_sqrt
@@ -55,20 +56,20 @@ def test_unpivoted_cholesky_fails_the_same_check():
 
 
 def test_pivoted_log_det_near_singular():
-    """``sum(log pivots)`` is log det s (float64 truth) to 0.05 up to condition number 1e6 (the
-    smallest pivot's float32 relative error is of order u cond = 6e-8 x 1e6 = 0.06; measured 0.031,
-    at either XLA optimisation level), and no worse than float32 eigvalsh (the former
-    logdet_ratio of the sample path)."""
+    """``sum(log pivots)`` is log det s (float64 truth) to 0.03 up to condition number 1e6, closer
+    than float32 eigvalsh (the former logdet_ratio of the sample path); compiled at XLA's default
+    code generation (``XLA_DEFAULT_LEVEL``), where the bound was measured."""
     rs = np.random.default_rng(0)
     d = 10
     q = np.linalg.qr(rs.standard_normal((300, d, d)))[0]
     for cond in (1e2, 1e4, 1e6):
         ev = np.geomspace(1.0, 1.0 / cond, d)
         s = jnp.asarray((q * ev) @ np.swapaxes(q, 1, 2), jnp.float32)
-        logdet = jax.jit(jax.vmap(lambda c: jnp.sum(jnp.log(pivoted_cholesky(c)[1]))))(s)
+        logdet_fn = jax.jit(jax.vmap(lambda c: jnp.sum(jnp.log(pivoted_cholesky(c)[1]))))
+        logdet = logdet_fn.lower(s).compile(XLA_DEFAULT_LEVEL)(s)
         eig = jax.jit(jax.vmap(lambda c: jnp.sum(jnp.log(jnp.linalg.eigvalsh(c)))))(s)
         err = np.abs(np.asarray(logdet) - np.log(ev).sum())
-        assert err.max() < 0.05, (cond, err.max())
+        assert err.max() < 0.03, (cond, err.max())
         assert err.max() <= np.abs(np.asarray(eig) - np.log(ev).sum()).max() + 1e-4
 
 

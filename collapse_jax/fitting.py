@@ -272,3 +272,42 @@ def make_sgd_fit(
         return params, FitInfo(losses, active, n_eff, wasted, final)
 
     return fit
+
+
+FIT_DIAGNOSTICS = ("train_loss", "wasted_step_fraction", "effective_steps")
+
+
+def make_net_init_fit(
+    cfg: FitConfig,
+    loss_fn: Loss,
+    init_params: Callable[[PRNGKey], Params],
+    diagnostics: tuple[str, ...] = FIT_DIAGNOSTICS,
+):
+    """A neural family's ``init`` and ``fit`` around ``make_sgd_fit``.
+
+    Model parameters are ``{"net": params, "fit": {name: float32 scalar}}``: the network and
+    the last fit's diagnostics (a subset of ``FIT_DIAGNOSTICS``, zeros before the first fit), so
+    a family's ``evaluate`` can report them as metrics.
+
+    Returns:
+        ``(init(key, real, hparams), fit(key, pool, params, hparams))`` with the model
+        contract's signatures.
+    """
+    unknown = sorted(set(diagnostics) - set(FIT_DIAGNOSTICS))
+    if unknown:
+        raise ValueError(f"diagnostics: unknown {unknown}; allowed: {list(FIT_DIAGNOSTICS)}")
+    sgd_fit = make_sgd_fit(cfg, loss_fn, init_params)
+
+    def init(key, real, hparams):
+        del real, hparams
+        return {"net": init_params(key),
+                "fit": {name: jnp.float32(0.0) for name in diagnostics}}
+
+    def fit(key, pool, params, hparams):
+        net, info = sgd_fit(key, pool, params["net"], hparams)
+        values = {"train_loss": info.final_loss,
+                  "wasted_step_fraction": info.wasted_step_fraction,
+                  "effective_steps": info.effective_steps.astype(jnp.float32)}
+        return {"net": net, "fit": {name: values[name] for name in diagnostics}}
+
+    return init, fit

@@ -173,23 +173,32 @@ def _compile(fn: Callable, example: tuple, mode: str = "optimized") -> Any:
 #: (default ``~/.cache/collapse_jax/xla``); ``off`` (or empty) disables it.
 ENV_CACHE = "COLLAPSE_JAX_CACHE_DIR"
 
+#: Programs compiling faster than this (seconds) are not written to the persistent cache (the
+#: many tiny programs of eager array operations); sweep programs take 0.3 s and more.
+MIN_CACHED_COMPILE_SECS = 0.1
+
 
 def enable_compilation_cache() -> str | None:
     """Turn on JAX's persistent compilation cache (every sweep calls this); return its directory.
 
     A rerun of a config (or of any config with the same shapes), through the CLI or the Python
     API, then loads its compiled programs from disk instead of compiling them (seconds each on
-    CPU). Programs that compiled in under a second are not stored (JAX's
-    ``jax_persistent_cache_min_compile_time_secs``). A directory the user configured for JAX
-    (``JAX_COMPILATION_CACHE_DIR``) is kept; ``COLLAPSE_JAX_CACHE_DIR=off`` turns it off. The
-    setting stays for the rest of the process. The cache is trusted code: keep it private (see
-    the JAX documentation, "Persistent compilation cache").
+    CPU). Programs that compiled in under ``MIN_CACHED_COMPILE_SECS`` are not stored (JAX's
+    ``jax_persistent_cache_min_compile_time_secs``, whose default of one second would skip most
+    programs compiled with ``compile="fast"``, a warm README command 1 then recompiling 12
+    programs; a value the user set through ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is
+    kept). A directory the user configured for JAX (``JAX_COMPILATION_CACHE_DIR``) is kept;
+    ``COLLAPSE_JAX_CACHE_DIR=off`` turns it off. The setting stays for the rest of the process.
+    The cache is trusted code: keep it private (see the JAX documentation, "Persistent
+    compilation cache").
     """
     if jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
     path = os.environ.get(ENV_CACHE, str(Path.home() / ".cache" / "collapse_jax" / "xla"))
     if path.strip().lower() in ("", "off", "0", "none"):
         return None
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_SECS)
     jax.config.update("jax_compilation_cache_dir", path)
     compilation_cache.reset_cache()  # JAX decides on first use; a compile before may have run
     return path

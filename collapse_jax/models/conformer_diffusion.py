@@ -55,7 +55,7 @@ from collapse_jax import rng
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
 from collapse_jax.data.conformers import DEFAULTS as SOURCE_DEFAULTS
 from collapse_jax.data.conformers import check_atoms, check_sizes, is_smiles_file
-from collapse_jax.fitting import FitConfig, make_sgd_fit
+from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, make_source, register_model
 from collapse_jax.models.conformer import diffusion as dm
 from collapse_jax.models.conformer.egnn import Denoiser
@@ -171,15 +171,7 @@ def make_conformer_diffusion(static: StaticConfig) -> GenerativeModel:
         del hparams
         return dm.training_loss(denoiser(net_state), sch, batch, key)
 
-    sgd_fit = make_sgd_fit(cfg, loss, init_net)
-
-    def init(key, real, hparams):
-        del real, hparams
-        return {"net": init_net(key), "fit": {"train_loss": jnp.float32(0.0)}}
-
-    def fit(key, pool, params, hparams):
-        net, info = sgd_fit(key, pool, params["net"], hparams)
-        return {"net": net, "fit": {"train_loss": info.final_loss}}
+    init, fit = make_net_init_fit(cfg, loss, init_net, diagnostics=("train_loss",))
 
     def generate(key, net_state, atoms, edges):
         """Conformers of the graphs ``atoms [N, A]``, ``edges [N, A, A]``, ``chunk`` at a time."""

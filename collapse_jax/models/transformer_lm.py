@@ -58,7 +58,7 @@ from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, HparamRange,
 from collapse_jax.data.text import LONG_DOCUMENTS, TEXT_SOURCES
 from collapse_jax.data.tokenize import SPECIALS, TOKENIZERS, decode_bytes, vocab_size
 from collapse_jax.files import write_text
-from collapse_jax.fitting import FitConfig, make_sgd_fit
+from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, make_source, register_model
 from collapse_jax.models.lm.decode import START_MODES, Specials, decode_batched, start_prefix
 from collapse_jax.models.lm.metrics import chunked_nll, mean_nll, sample_metrics
@@ -181,21 +181,7 @@ def make_transformer_lm(static: StaticConfig) -> GenerativeModel:
         del key, hparams
         return mean_nll(forward(state), docs)
 
-    sgd_fit = make_sgd_fit(fit_config(static), loss, init_net)
-
-    def init(key, real, hparams):
-        del real, hparams
-        zero = jnp.float32(0.0)
-        return {"net": init_net(key), "fit": {
-            "train_loss": zero, "wasted_step_fraction": zero, "effective_steps": zero}}
-
-    def fit(key, pool, params, hparams):
-        net, info = sgd_fit(key, pool, params["net"], hparams)
-        return {"net": net, "fit": {
-            "train_loss": info.final_loss,
-            "wasted_step_fraction": info.wasted_step_fraction,
-            "effective_steps": info.effective_steps.astype(jnp.float32),
-        }}
+    init, fit = make_net_init_fit(fit_config(static), loss, init_net)
 
     def generate(key, state, real, hparams, num):
         k_start, k_decode = jax.random.split(key)

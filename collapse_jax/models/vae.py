@@ -53,7 +53,7 @@ from flax import nnx
 
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
 from collapse_jax.data.images import IMAGE_SOURCES
-from collapse_jax.fitting import FitConfig, make_sgd_fit
+from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, register_model
 from collapse_jax.models.nn import lecun_normal_state
 
@@ -198,21 +198,7 @@ def make_vae(static: StaticConfig) -> GenerativeModel:
         recon, kl = elbo_terms(net, x, eps)
         return jnp.mean(recon + kl)
 
-    sgd_fit = make_sgd_fit(cfg, loss, init_net)
-
-    def init(key, real, hparams):
-        del real, hparams
-        zero = jnp.float32(0.0)
-        return {"net": init_net(key), "fit": {
-            "train_loss": zero, "wasted_step_fraction": zero, "effective_steps": zero}}
-
-    def fit(key, pool, params, hparams):
-        net, info = sgd_fit(key, pool, params["net"], hparams)
-        return {"net": net, "fit": {
-            "train_loss": info.final_loss,
-            "wasted_step_fraction": info.wasted_step_fraction,
-            "effective_steps": info.effective_steps.astype(jnp.float32),
-        }}
+    init, fit = make_net_init_fit(cfg, loss, init_net)
 
     def _generate(key, net_state, num):
         k_z, k_px = jax.random.split(key)

@@ -91,11 +91,20 @@ def precision(static: StaticConfig):
 # Memory estimate
 
 
+def hparam_defaults(static: StaticConfig) -> dict[str, float]:
+    """Every hyperparameter one chain reads, with its default: the model's and the regime's.
+
+    >>> from collapse_jax import StaticConfig
+    >>> hparam_defaults(StaticConfig("gaussian", "fixed_real_mix", n0=8, n=8, d=2, generations=3))
+    {'sigma': 1.0, 'scale': 1.0, 'lam': 1.0}
+    """
+    return {**get_model_spec(static.model).hparams, **regime_hparams((static.regime,))}
+
+
 def hparam_shapes(static: StaticConfig) -> dict[str, jax.ShapeDtypeStruct]:
     """Abstract hyperparameters of one chain: the model's and the regime's, scalars of
     ``static.dtype``."""
-    names = {**get_model_spec(static.model).hparams, **regime_hparams((static.regime,))}
-    return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype)) for k in names}
+    return {k: jax.ShapeDtypeStruct((), jnp.dtype(static.dtype)) for k in hparam_defaults(static)}
 
 
 def generation_shapes(static: StaticConfig, args: PyTree) -> tuple[Any, Any, Any]:

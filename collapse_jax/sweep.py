@@ -39,7 +39,7 @@ from collapse_jax.mesh import (
     put_replicated,
     put_sharded,
 )
-from collapse_jax.plan import SweepPlan, hparam_shapes, plan_sweep, precision
+from collapse_jax.plan import SweepPlan, hparam_defaults, plan_sweep, precision
 from collapse_jax.programs import Programs, compile_sweep
 from collapse_jax.types import PRNGKey, PyTree
 
@@ -123,7 +123,7 @@ def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: 
     if plan.chunk_size % n_dev or plan.num_chains != num:
         raise ConfigError(f"chunk_size={plan.chunk_size}: must be a multiple of the {n_dev} "
                           f"devices (plan for {plan.num_chains} chains, sweep of {num})")
-    _check_hparams(static, hparams)
+    hparams = complete_hparams(static, hparams)
     pad = plan.n_chunks * plan.chunk_size - num
     hp = {k: np.broadcast_to(np.asarray(v, static.dtype), (num,)) for k, v in hparams.items()}
     hp = {k: np.concatenate([v, np.repeat(v[-1:], pad)]) for k, v in hp.items()}
@@ -137,17 +137,29 @@ def prepare_sweep(static: StaticConfig, root: PRNGKey, chain_ids: Any, hparams: 
                       time.perf_counter() - t0)
 
 
-def _check_hparams(static: StaticConfig, hparams: Mapping) -> None:
-    """Every hyperparameter the chain reads is given: a missing or misspelt name is a
-    ``ConfigError`` naming it and the allowed names, before anything is traced."""
-    needed = sorted(hparam_shapes(static))
-    missing = [k for k in needed if k not in hparams]
-    if missing:
-        extra = [k for k in hparams if k not in needed]
-        hint = f" (got {', '.join(map(str, extra))}: misspelt?)" if extra else ""
-        raise ConfigError(f"hparams: missing {', '.join(missing)} for model {static.model!r} "
-                          f"under regime {static.regime!r}{hint}; the chain reads "
-                          f"{', '.join(needed)} (defaults: collapse-jax families)")
+def complete_hparams(static: StaticConfig, hparams: Mapping) -> dict[str, Any]:
+    """``hparams`` with every hyperparameter the chain reads that it does not name set to its
+    default (``collapse-jax families`` lists them), as ``Experiment`` does. A name the chain
+    does not read (a misspelling) is a ``ConfigError`` naming it and the allowed names, before
+    anything is traced.
+
+    >>> from collapse_jax import StaticConfig
+    >>> static = StaticConfig("gaussian", "replace", n0=8, n=8, d=2, generations=3)
+    >>> complete_hparams(static, {"sigma": 2.0})
+    {'sigma': 2.0, 'scale': 1.0}
+    >>> complete_hparams(static, {"sgima": 2.0})
+    Traceback (most recent call last):
+    ...
+    collapse_jax.config.ConfigError: hparams: unknown sgima for model 'gaussian' under regime \
+'replace'; the chain reads scale, sigma (defaults: collapse-jax families)
+    """
+    defaults = hparam_defaults(static)
+    unknown = [str(k) for k in hparams if k not in defaults]
+    if unknown:
+        raise ConfigError(f"hparams: unknown {', '.join(unknown)} for model {static.model!r} "
+                          f"under regime {static.regime!r}; the chain reads "
+                          f"{', '.join(sorted(defaults))} (defaults: collapse-jax families)")
+    return {**defaults, **hparams}
 
 
 class _Call(NamedTuple):
@@ -324,7 +336,8 @@ def run_sweep(
         root: root key; chain i uses ``fold_in(root, chain_ids[i])``.
         chain_ids: ``[C]`` integers (the seed of each chain).
         hparams: name -> ``[C]`` values, one per chain, or scalars (broadcast); any mapping
-            (cast to ``static.dtype``).
+            (cast to ``static.dtype``). A hyperparameter not named takes its default
+            (``collapse-jax families``); a name the chain does not read is a ``ConfigError``.
         args: the source's host data (``Source.load``), shared by every chain.
         chunk_size: chains per batch over all devices; None chooses from the memory estimate
             (``plan.plan_sweep``).

@@ -48,22 +48,31 @@ def linreg_unit(d: int, t: int, sigma2: float) -> float:
     return sigma2 * d / (t - d - 1)
 
 
-def linreg_test_error(regime: str, d: int, t: int, sigma2: float, g) -> np.ndarray:
+def linreg_test_error(regime: str, d: int, t: int, sigma2: float, g,
+                      noise_ratio: float = 1.0) -> np.ndarray:
     """E|w_hat_g - w*|^2 for OLS refit on its own labels (fixed design, Gerstgrasser et al.).
 
-    replace: ``u (g + 1)``; accumulate: ``u sum_{j=1}^{g+1} 1/j^2``.
+    replace: ``u (g + 1)``; accumulate: ``u sum_{j=1}^{g+1} 1/j^2``. With synthetic labels of
+    noise ``noise_ratio * sigma`` (``r``), the g synthetic rounds' terms carry ``r^2``:
+    replace ``u (1 + r^2 g)``, accumulate ``u (1 + r^2 sum_{j=2}^{g+1} 1/j^2)`` (the error of
+    generation g is ``sum_k A e_k`` under replace and ``sum_k A e_k / (k + 1)`` under accumulate,
+    ``A = (X^T X)^{-1} X^T``, ``e_k`` round k's noise; docs/theory.md section 1).
 
     >>> round(float(linreg_test_error("replace", 32, 100, 100.0, 49)), 1)
     2388.1
     >>> round(float(linreg_test_error("accumulate", 32, 100, 100.0, 49)), 1)
     77.6
+    >>> round(float(linreg_test_error("replace", 32, 100, 100.0, 49, noise_ratio=0.5)), 1)
+    632.8
     """
     u = linreg_unit(d, t, sigma2)
     g = _g(g)
+    r2 = float(noise_ratio) ** 2
     if regime == "replace":
-        return u * (g + 1)
+        return u * (g + 1) if r2 == 1.0 else u * (1.0 + r2 * g)
     if regime == "accumulate":
-        return u * basel_partial(g.astype(np.int64) + 1)
+        basel = basel_partial(g.astype(np.int64) + 1)
+        return u * basel if r2 == 1.0 else u * (1.0 + r2 * (basel - 1.0))
     raise ValueError(f"no closed form for regime={regime!r}")
 
 
@@ -286,7 +295,8 @@ def expected(
     g = _g(generations)
     if static.model == "linear_regression" and metric == "test_error":
         if static.regime in ("replace", "accumulate") and static.n0 >= static.d + 2:
-            return linreg_test_error(static.regime, static.d, static.n0, hparams["sigma"] ** 2, g)
+            return linreg_test_error(static.regime, static.d, static.n0, hparams["sigma"] ** 2, g,
+                                     float(hparams.get("noise_ratio", 1.0)))
     if static.model == "gaussian" and static.regime == "replace":
         scale, unbiased = float(hparams.get("scale", 1.0)), static.option("unbiased", False)
         if metric == "trace_ratio":

@@ -17,6 +17,7 @@ import pytest
 from conftest import child_env
 
 import collapse_jax as cj
+from collapse_jax.config import ConfigError
 from collapse_jax.mesh import make_mesh
 from collapse_jax.plan import plan_sweep
 from collapse_jax.sweep import prepare_sweep, run_sweep, sweep_chunks
@@ -257,3 +258,14 @@ def test_kde_and_gmm_agree_bitwise_on_eight_fake_devices_at_equal_batch(tmp_path
     the dots differently), so sweeps should keep >= 2 chains per device.
     """
     _one_vs_eight_devices(tmp_path, SAME_BATCH, chunk_size=2)
+
+
+def test_run_sweep_fills_unnamed_hparams_with_defaults_and_refuses_unknown_names():
+    static = cj.StaticConfig(model="linear_regression", regime="replace", n0=8, n=8, d=2,
+                             generations=3, n_test=8)
+    ids, key = np.arange(3), jax.random.key(1)
+    short = cj.run_sweep(static, key, ids, {"sigma": 2.0}, {})
+    full = cj.run_sweep(static, key, ids, {"sigma": 2.0, "noise_ratio": 1.0}, {})
+    np.testing.assert_array_equal(short.metrics["test_error"], full.metrics["test_error"])
+    with pytest.raises(ConfigError, match=r"unknown sgima .* reads noise_ratio, sigma"):
+        cj.run_sweep(static, key, ids, {"sgima": 2.0}, {})

@@ -48,6 +48,26 @@ def test_linear_regression_test_error(regime, d, t, sigma):
                  f"linreg {regime} d={d} T={t} sigma={sigma}")
 
 
+@pytest.mark.parametrize("ratio", [0.5, 2.0])
+@pytest.mark.parametrize("regime", ["replace", "accumulate"])
+def test_linear_regression_synthetic_noise_ratio(regime, ratio):
+    """Synthetic labels with noise ``ratio * sigma``: replace u (1 + r^2 g), accumulate
+    u (1 + r^2 sum_{2<=j<=g+1} 1/j^2) (Dohmatob et al.'s sigma0 = r sigma), as overlaid by
+    ``theory.expected``."""
+    d, t, gens, seeds = 4, 10, 8, 3000
+    hp = {"sigma": 1.0, "noise_ratio": ratio}
+    m = _sweep("linear_regression", regime, seeds, n0=t, n=t, d=d, generations=gens, n_test=8,
+               hparams=hp)
+    static = cj.StaticConfig(model="linear_regression", regime=regime, n0=t, n=t, d=d,
+                             generations=gens, n_test=8)
+    g = np.array([0, 1, 4, gens - 1])
+    expected = theory.expected(static, hp, "test_error", g)
+    np.testing.assert_allclose(expected, theory.linreg_test_error(regime, d, t, 1.0, g, ratio))
+    assert not np.allclose(expected[1:], theory.linreg_test_error(regime, d, t, 1.0, g)[1:])
+    _assert_mean(m["test_error"][:, g].astype(np.float64), expected,
+                 f"linreg {regime} noise_ratio={ratio}")
+
+
 def test_linear_regression_accumulate_is_bounded_replace_is_not():
     d, t, gens = 4, 10, 40
     rep = _sweep("linear_regression", "replace", 2000, n0=t, n=t, d=d, generations=gens,

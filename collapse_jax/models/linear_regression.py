@@ -3,7 +3,8 @@
 Setup (docs/theory.md, section 1): a design ``X`` ``[T, d]`` with N(0, I) rows is drawn once per
 chain and reused by every generation; ``w* ~ N(0, I_d)``; real labels ``y = X w* + eps``,
 eps ~ N(0, sigma^2). Each generation fits ordinary least squares on the (masked) pool;
-synthetic labels for the next generation are ``X w_hat + fresh noise`` of the same sigma, so
+synthetic labels for the next generation are ``X w_hat + fresh noise`` of standard deviation
+``noise_ratio * sigma`` (hyperparameter, default 1: the real labels' noise), so
 ``n == n0 == T``.
 
 Metrics:
@@ -24,7 +25,9 @@ the O(d^3) solve, where ``accumulate``'s pool of rows grows by T each generation
 rounding (tests/models/test_linear_regression.py).
 
 Closed forms (``theory.py``): with u = sigma^2 d / (T - d - 1), replace gives u (g + 1) and
-accumulate gives u * sum_{j<=g+1} 1/j^2 <= u pi^2 / 6.
+accumulate gives u * sum_{j<=g+1} 1/j^2 <= u pi^2 / 6 (with ``noise_ratio`` r, the synthetic
+rounds' terms are multiplied by r^2: u (1 + r^2 g) and u (1 + r^2 sum_{2<=j<=g+1} 1/j^2); Dohmatob
+et al.'s general formula with sigma0 = r sigma, docs/theory.md section 1).
 
 References:
     Gerstgrasser et al. 2024, "Is Model Collapse Inevitable?", arXiv:2404.01413.
@@ -65,16 +68,17 @@ def _check(static: StaticConfig) -> None:
 @register_model(
     "linear_regression",
     source="linear",
-    hparams={"sigma": 10.0},
+    hparams={"sigma": 10.0, "noise_ratio": 1.0},
     options={"fast_path": (True, False)},
-    ranges={"sigma": NONNEGATIVE},
+    ranges={"sigma": NONNEGATIVE, "noise_ratio": NONNEGATIVE},
     metrics=("test_error", "test_mse"),
     check=_check,
     float64=True,
     doc="OLS on a fixed Gaussian design relabelled by the previous fit (Gerstgrasser et al.)",
     example={"n0": 12, "n": 12, "d": 3, "n_test": 16},
     describe={
-        "sigma": "standard deviation of the label noise, real and synthetic",
+        "sigma": "standard deviation of the real labels' noise",
+        "noise_ratio": "synthetic labels' noise standard deviation / sigma (1: the same noise)",
         "fast_path": "replace / accumulate keep summed X^T X and X^T y instead of rows (exact)",
     },
 )
@@ -102,7 +106,8 @@ def make_linear_regression(static: StaticConfig) -> GenerativeModel:
 
     def sample(key, params, real, hparams, num):
         x = real.train["x"]  # fixed design: new labels of the real inputs
-        y = x @ params["w"] + hparams["sigma"] * rng.normal(key, (num,), dt)
+        noise = hparams["sigma"] * hparams["noise_ratio"]  # exactly sigma at the default 1
+        y = x @ params["w"] + noise * rng.normal(key, (num,), dt)
         if fast:  # the block's statistics (X^T X is the same every generation)
             return _block(x, y, real.truth["gram"], real=False)
         return {"x": x, "y": y}

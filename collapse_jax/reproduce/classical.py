@@ -66,17 +66,24 @@ def analyze_linreg_paper(table, exp):
 
 
 def analyze_dohmatob(table, exp):
-    """E = sigma^2 d/(T-d-1) + n sigma0^2 d/(T0-d-1) at every swept T (replace)."""
+    """E = sigma^2 d/(T-d-1) + n sigma0^2 d/(T0-d-1) at every swept T and synthetic noise
+    sigma0 = noise_ratio x sigma (replace, T0 = T)."""
     d, s2, gens = exp.d, _sigma2(exp), exp.generations
+    ratios = np.atleast_1d(exp.hparams.get("noise_ratio", 1.0))
     checks, curves = [], []
     for t in np.atleast_1d(exp.n):
-        v = per_seed(table, "test_error", regime="replace", n=int(t))
-        ref = T.dohmatob_test_error(d, int(t), s2, np.arange(gens))
-        curves.append(mean_curve(v, "test error (replace)", f"T={t} (d/T={d / t:.2f})", ref))
-        checks.append(Check(f"T={t}, d={d}: test error after n={gens - 1} synthetic rounds",
-                            mean_se(_last(v)), float(ref[-1]),
-                            "theory.dohmatob_test_error; Dohmatob, Feng, Kempe 2024, "
-                            "arXiv:2402.07712, sec. 4"))
+        for r in ratios:
+            where = {"regime": "replace", "n": int(t)}
+            if len(ratios) > 1:
+                where["noise_ratio"] = float(r)
+            v = per_seed(table, "test_error", **where)
+            ref = T.dohmatob_test_error(d, int(t), s2, np.arange(gens), sigma02=s2 * float(r) ** 2)
+            label = f"T={t} (d/T={d / t:.2f}), sigma0={float(r):g} sigma"
+            curves.append(mean_curve(v, "test error (replace)", label, ref))
+            checks.append(Check(f"T={t}, d={d}, sigma0^2={s2 * float(r) ** 2:g}: test error "
+                                f"after n={gens - 1} synthetic rounds", mean_se(_last(v)),
+                                float(ref[-1]), "theory.dohmatob_test_error; Dohmatob, Feng, "
+                                "Kempe 2024, arXiv:2402.07712, sec. 4"))
     return checks, curves
 
 

@@ -29,7 +29,7 @@ groups=("tests/models/test_gaussian.py tests/test_regimes.py"
         "tests/test_checkpoint.py tests/test_metrics.py tests/test_rng.py tests/test_chain.py"
         "tests/data/test_toy2d.py tests/data/test_images.py tests/models/test_categorical.py
          tests/data/test_molecules.py tests/test_results.py tests/test_plan.py
-         tests/test_tables.py tests/test_overrides.py")
+         tests/test_tables.py tests/test_overrides.py tests/test_plots.py")
 targets=("${slow[@]}")
 listed=" ${slow[*]} "
 shopt -s nullglob

@@ -10,8 +10,10 @@ and hyperparameter values are compared on the same real data.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -101,20 +103,31 @@ def run_experiment(
     kept: list[dict[str, np.ndarray]] = []
     samples: dict[int, dict[int, Any]] = {}
     groups: list[dict[str, Any]] = []
+    stack = contextlib.ExitStack()
     try:
+        points = [_resume_point(restored, i, plans[i], s.generations)
+                  for i, s in enumerate(spec.statics)]
+        todo = [i for i, (plan, start) in enumerate(points)
+                if start is None or start.chain_chunk < plan.n_chunks]
+
+        def prepare(i: int):
+            with precision(spec.statics[i]):
+                return prepare_sweep(spec.statics[i], root, spec.chain_ids, spec.hparams,
+                                     spec.args[i], plan=points[i][0], mesh=mesh,
+                                     snapshot=spec.snapshot, compile=spec.experiment.compile)
+
+        setups = stack.enter_context(Prefetch(prepare, todo, ahead=PREFETCH))
         for i, static in enumerate(spec.statics):
-            plan, start = _resume_point(restored, i, plans[i], static.generations)
-            if start is not None and start.chain_chunk >= plan.n_chunks:
+            plan, start = points[i]
+            if i not in todo:
                 report.skip((i + 1) * per_group)
                 continue  # the group finished before the interruption
             done = i * per_group + _done_before(start, plan, spec.chains, static.generations)
             report.skip(done)
             report.compiling(i, len(spec.statics), spec.labels[i])
+            setup = setups.get(i)  # compiled while the group before ran; the next one starts
+            report.compiled(setup.compile_seconds)
             with precision(static):
-                setup = prepare_sweep(static, root, spec.chain_ids, spec.hparams, spec.args[i],
-                                      plan=plan, mesh=mesh, snapshot=spec.snapshot,
-                                      compile=spec.experiment.compile)
-                report.compiled(setup.compile_seconds)
                 t0 = time.perf_counter()
                 for out in sweep_chunks(setup, start):
                     _check_overflow(out, spec.labels[i], static)
@@ -149,12 +162,47 @@ def run_experiment(
             cols = tables.sort_columns({k: np.concatenate([c[k] for c in kept])
                                         for k in kept[0]})
     finally:
+        stack.close()
         if store is not None:
             store.close()
     if jax.process_index() == 0:
         check_complete(spec, cols)
     table = build_table(spec, cols)
     return Results(table, spec, groups, metric_names(spec, table), samples)
+
+
+#: Compile the next group of a run while the current one runs (one group ahead; 0: none).
+PREFETCH = 1
+
+
+class Prefetch:
+    """``get(i)`` returns ``prepare(i)`` for the groups ``order``, in that order, computing the
+    next ``ahead`` groups on a background thread meanwhile: tracing, lowering and compiling
+    (single-threaded in XLA) overlap the running chains of the group before. ``prepare`` is a
+    pure function of ``i`` (the compiled programs do not depend on when they are built), so the
+    results are those of compiling in turn. A context manager: on exit, groups not started are
+    cancelled (one already compiling finishes in the background)."""
+
+    def __init__(self, prepare: Callable[[int], Any], order: list[int], ahead: int = 1):
+        self._prepare, self._order, self._ahead = prepare, list(order), ahead
+        self._pool = ThreadPoolExecutor(1, "collapse-jax-compile") if ahead > 0 else None
+        self._futures: dict[int, Future] = {}
+
+    def get(self, i: int) -> Any:
+        future = self._futures.pop(i, None)
+        pos = self._order.index(i)
+        if self._pool is not None:
+            for j in self._order[pos + 1:pos + 1 + self._ahead]:
+                if j not in self._futures:
+                    self._futures[j] = self._pool.submit(self._prepare, j)
+        return self._prepare(i) if future is None else future.result()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _restore_target(spec: RunSpec, record: dict[str, Any], mesh: Any) -> Any:

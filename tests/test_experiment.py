@@ -186,3 +186,38 @@ def test_python_api_uses_the_persistent_compilation_cache(tmp_path, monkeypatch)
     assert sorted(p.name for p in cache.iterdir()) == entries
     table.to_csv(tmp_path / "b.csv", index=False)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_compiling_the_next_group_while_one_runs_changes_nothing(monkeypatch):
+    """``Prefetch``: each group compiled on a background thread while the group before runs
+    (float64 groups under their own precision there) gives the table of compiling in turn."""
+    from collapse_jax import experiment
+
+    exp = cj.Experiment(name="prefetch", model="linear_regression",
+                        regimes=("replace", "accumulate"), seeds=3, generations=4,
+                        n=(9, 12), d=3, n_test=8, x64=True)
+    tables = {}
+    for ahead in (0, 1):
+        monkeypatch.setattr(experiment, "PREFETCH", ahead)
+        cj.clear_caches()
+        tables[ahead] = cj.run_experiment(exp).table
+    assert tables[1]["test_error"].dtype == np.float64
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_prefetch_order_and_errors():
+    from collapse_jax.experiment import Prefetch
+
+    calls = []
+
+    def prepare(i):
+        calls.append(i)
+        if i == 3:
+            raise ValueError("group 3 does not compile")
+        return i * 10
+
+    with Prefetch(prepare, [0, 2, 3]) as setups:
+        assert setups.get(0) == 0 and setups.get(2) == 20
+        with pytest.raises(ValueError, match="group 3"):
+            setups.get(3)  # raised in the main thread
+    assert sorted(calls) == [0, 2, 3]

@@ -23,7 +23,7 @@ import numpy as np
 from collapse_jax import tables
 from collapse_jax.config import ConfigError, Experiment
 from collapse_jax.mesh import make_mesh
-from collapse_jax.plan import SweepPlan, plan_run, precision
+from collapse_jax.plan import SweepPlan, plan_group, precision
 from collapse_jax.programs import abstract_state
 from collapse_jax.progress import Progress
 from collapse_jax.results import (
@@ -90,7 +90,6 @@ def run_experiment(
         raise ConfigError(f"out_dir=None: a multi-host run ({jax.process_count()} processes) "
                           f"needs an output directory (each process writes its own results)")
     mesh = make_mesh() if mesh is None else mesh
-    plans = plan_run(spec, devices=mesh.devices.size)
     root = jax.random.key(exp.root_seed)
     report = _progress(progress, spec, out_dir)
     per_group = spec.chains * exp.generations
@@ -105,27 +104,33 @@ def run_experiment(
     groups: list[dict[str, Any]] = []
     stack = contextlib.ExitStack()
     try:
-        points = [_resume_point(restored, i, plans[i], s.generations)
-                  for i, s in enumerate(spec.statics)]
+        # a fresh run plans each group when it prepares it (the memory estimate traces the
+        # chain), so the groups after the first are planned in the background too
+        devices = mesh.devices.size
+        points = [(None, None)] * len(spec.statics) if restored is None else [
+            _resume_point(restored, i, plan_group(spec, i, devices), s.generations)
+            for i, s in enumerate(spec.statics)]
         todo = [i for i, (plan, start) in enumerate(points)
                 if start is None or start.chain_chunk < plan.n_chunks]
 
         def prepare(i: int):
+            plan = points[i][0] or plan_group(spec, i, devices)
             with precision(spec.statics[i]):
                 return prepare_sweep(spec.statics[i], root, spec.chain_ids, spec.hparams,
-                                     spec.args[i], plan=points[i][0], mesh=mesh,
+                                     spec.args[i], plan=plan, mesh=mesh,
                                      snapshot=spec.snapshot, compile=spec.experiment.compile)
 
         setups = stack.enter_context(Prefetch(prepare, todo, ahead=PREFETCH))
         for i, static in enumerate(spec.statics):
-            plan, start = points[i]
+            start = points[i][1]
             if i not in todo:
                 report.skip((i + 1) * per_group)
                 continue  # the group finished before the interruption
-            done = i * per_group + _done_before(start, plan, spec.chains, static.generations)
-            report.skip(done)
             report.compiling(i, len(spec.statics), spec.labels[i])
             setup = setups.get(i)  # compiled while the group before ran; the next one starts
+            plan = setup.plan
+            done = i * per_group + _done_before(start, plan, spec.chains, static.generations)
+            report.skip(done)
             report.compiled(setup.compile_seconds)
             with precision(static):
                 t0 = time.perf_counter()

@@ -296,9 +296,14 @@ def _batch_cap(per_chain: int) -> int:
     return max(CPU_BATCH_BYTES // per_chain, MIN_CHAINS_PER_DEVICE)
 
 
-def plan_run(spec: RunSpec, devices: int | None = None) -> list[SweepPlan]:
-    """The plan of every group of a resolved run, in run order (what the run uses)."""
+def plan_group(spec: RunSpec, group: int, devices: int | None = None) -> SweepPlan:
+    """The plan of group ``group`` of a resolved run (what the run uses)."""
     exp = spec.experiment
-    return [plan_sweep(static, args, spec.chains, chunk_size=exp.chunk_size,
-                       generation_chunk=exp.generation_chunk, devices=devices)
-            for static, args in zip(spec.statics, spec.args, strict=True)]
+    return plan_sweep(spec.statics[group], spec.args[group], spec.chains,
+                      chunk_size=exp.chunk_size, generation_chunk=exp.generation_chunk,
+                      devices=devices)
+
+
+def plan_run(spec: RunSpec, devices: int | None = None) -> list[SweepPlan]:
+    """The plan of every group of a resolved run, in run order."""
+    return [plan_group(spec, i, devices) for i in range(len(spec.statics))]

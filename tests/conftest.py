@@ -69,3 +69,26 @@ def _release_compiled_programs():
     """
     yield
     collapse_jax.clear_caches()
+
+
+class Boom(RuntimeError):
+    """A simulated failure (``fail_group``)."""
+
+
+def fail_group(monkeypatch, group: int, is_group):
+    """Make ``experiment.prepare_sweep`` raise ``Boom`` for the group whose StaticConfig
+    satisfies ``is_group`` (``group``: its 0-based index, for the message); the others run.
+    Groups are recognised by their config, not by call order: the run prepares the next group on
+    a background thread while one runs. Returns the list of configs prepared so far."""
+    from collapse_jax import experiment
+
+    real, calls = experiment.prepare_sweep, []
+
+    def flaky(static, *args, **kwargs):
+        calls.append(static)
+        if is_group(static):
+            raise Boom(f"simulated crash in group {group} (n={static.n})")
+        return real(static, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "prepare_sweep", flaky)
+    return calls

@@ -13,6 +13,7 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import fail_group
 
 import collapse_jax as cj
 from collapse_jax import cli, programs
@@ -233,27 +234,8 @@ def test_exit_1_on_run_failure_one_line_traceback_only_with_debug(tmp_path, caps
     assert summary["complete"] is False and "FloatingPointError" in summary["error"]
 
 
-class Boom(RuntimeError):
-    pass
-
-
-def _fail_in_group(monkeypatch, failing: int):
-    """Make ``prepare_sweep`` raise for its ``failing``-th group (0-based); earlier groups run."""
-    real = E.prepare_sweep
-    calls = []
-
-    def flaky(static, *args, **kwargs):
-        calls.append(static)
-        if len(calls) - 1 == failing:
-            raise Boom(f"simulated crash in group {failing} (n={static.n})")
-        return real(static, *args, **kwargs)
-
-    monkeypatch.setattr(E, "prepare_sweep", flaky)
-    return calls
-
-
 def test_cli_run_failure_exit_1_keeps_finished_groups(tmp_path, monkeypatch, capsys):
-    _fail_in_group(monkeypatch, failing=1)
+    fail_group(monkeypatch, 1, lambda static: static.n == 8)
     out = tmp_path / "run"
     code = cli.main(["run", "configs/gaussian.py", "--set", "seeds=2", "--set",
                      "generations=3", "--set", "n=6,8", "--set", "d=2", "--set", "n_test=8",

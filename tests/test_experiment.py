@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Boom, fail_group
 
 import collapse_jax as cj
 from collapse_jax import Experiment
@@ -47,31 +48,12 @@ def test_experiment_is_reproducible_and_seeds_differ():
     assert not np.array_equal(a["trace_ratio"].to_numpy(), c["trace_ratio"].to_numpy())
 
 
-class Boom(RuntimeError):
-    pass
-
-
-def _fail_in_group(monkeypatch, failing: int):
-    """Make ``prepare_sweep`` raise for its ``failing``-th group (0-based); earlier groups run."""
-    real = E.prepare_sweep
-    calls = []
-
-    def flaky(static, *args, **kwargs):
-        calls.append(static)
-        if len(calls) - 1 == failing:
-            raise Boom(f"simulated crash in group {failing} (n={static.n})")
-        return real(static, *args, **kwargs)
-
-    monkeypatch.setattr(E, "prepare_sweep", flaky)
-    return calls
-
-
 def test_exception_in_a_later_group_leaves_earlier_rows_on_disk(tmp_path, monkeypatch):
     # small sizes: one compiled program per group
     exp = cj.Experiment(name="crash", model="gaussian", regimes=("replace", "accumulate"),
                         seeds=2, generations=3, n=6, d=2, n_test=8, chunk_size=2)
     spec = cj.resolve(exp)
-    calls = _fail_in_group(monkeypatch, failing=1)
+    calls = fail_group(monkeypatch, 1, lambda static: static.regime == "accumulate")
     write_json(tmp_path / "config.json", config_record(spec))
     with pytest.raises(Boom) as info:
         E.run_experiment(spec, out_dir=tmp_path)

@@ -30,8 +30,12 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
     generations]}}}``, facets sorted, regimes in table order.
 
     The table holds each chain's generations as consecutive rows, so a facet's column is reshaped,
-    not pivoted (a pivot is used only for a table in another order).
+    not pivoted (a pivot is used only for a table in another order). Computed once per table
+    (kept on ``results``; the arrays are read-only by convention).
     """
+    cached = getattr(results, "_blocks", None)  # plot_all and the scaling analysis share it
+    if cached is not None and cached[0] is results.table:
+        return cached[1]
     t = results.table
     gens = results.experiment.generations
     keys = ["regime", *results.swept]
@@ -44,7 +48,9 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
             arrays = {m: sub.pivot_table(index="seed", columns="generation", values=m)
                       .to_numpy(np.float64) for m in results.metrics}
         out.setdefault(tuple(key[1:]), {})[key[0]] = arrays
-    return {k: out[k] for k in sorted(out)}
+    out = {k: out[k] for k in sorted(out)}
+    results._blocks = (t, out)
+    return out
 
 
 def facet_values(results: Results, key: tuple) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ _SAMPLES = re.compile(r"^g(\d+)-t(\d+)\.npz$")
 #: ``s`` seconds to commit (measured), the next one waits at least ``s / CHECKPOINT_SHARE``
 #: (and at least ``checkpoint_seconds``).
 CHECKPOINT_SHARE = 0.1
+
+#: Parts of finished chunks waiting to be written at most (then the run waits for the oldest).
+MAX_PENDING_PARTS = 8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,6 +255,10 @@ class RunStore:
         self.every_seconds = every_seconds
         self._last_save = time.monotonic()
         self._pending: dict[str, Any] | None = None  # last boundary not yet checkpointed
+        # parts are written on a thread while the next chunk runs; every checkpoint waits for
+        # the parts before it, so a checkpoint never claims rows that are not on disk
+        self._writer = ThreadPoolExecutor(1, "collapse-jax-parts")
+        self._writes: list[Future] = []
 
     def restore(
         self, target: Callable[[dict[str, Any]], PyTree | None]
@@ -297,8 +305,11 @@ class RunStore:
         """Write the rows of a finished generation chunk (numeric ``columns``, with the text
         ``labels`` of its group) and its snapshot samples, then checkpoint the state after it
         (when due)."""
-        write_part(self.parts / part_name(group, chain_chunk, gen_start, self.process), columns,
-                   labels)
+        if len(self._writes) >= MAX_PENDING_PARTS:  # bound the rows held in memory
+            self._writes.pop(0).result()
+        self._writes.append(self._writer.submit(
+            write_part, self.parts / part_name(group, chain_chunk, gen_start, self.process),
+            columns, labels))
         if self.process == 0:
             for g, tree in (samples or {}).items():
                 save_arrays(self.samples / f"g{group:04d}-t{g:07d}.npz", flatten_samples(tree))
@@ -322,7 +333,13 @@ class RunStore:
             self._save(state)
             self.ckpt.wait()
 
+    def _drain(self) -> None:
+        """Wait for every part being written (raising a failed write's error)."""
+        while self._writes:
+            self._writes.pop(0).result()
+
     def _save(self, state: PyTree | None) -> None:
+        self._drain()
         self.ckpt.save(self.next_step, state, self._pending)
         self.next_step += 1
         self._pending = None
@@ -335,6 +352,7 @@ class RunStore:
     def finish(self) -> dict[str, np.ndarray]:
         """The run's columns from its parts, sorted: process 0 reads every process's parts
         (after all have written theirs), other processes return their own rows."""
+        self._drain()
         if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
                 "generations"]:
             self._save(None)  # the run's end: a resume of a finished run has nothing to do
@@ -346,6 +364,10 @@ class RunStore:
         return load_columns(names)
 
     def close(self) -> None:
+        """Finish writing the parts (also when the run failed: nothing finished is lost) and
+        the checkpoints."""
+        wait(self._writes)
+        self._writer.shutdown(wait=True)
         self.ckpt.close()
 
 

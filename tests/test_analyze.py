@@ -192,3 +192,15 @@ def test_run_with_a_swept_size_ends_with_the_analysis(tmp_path):
     assert (out / "scaling.png").stat().st_size > 5000
     config = json.loads((out / "config.json").read_text())
     assert A.experiment_from_record(config["experiment"]).n == (8, 16)
+
+
+def test_linear_quantities_without_resampled_curves_are_the_same_intervals():
+    """``plateau=False`` resamples each chain's value and slope instead of whole curves: the
+    same multinomial counts, so the same estimates and intervals up to rounding."""
+    x = np.random.default_rng(1).normal(size=(300, 12)).cumsum(axis=1)
+    full, used = A.bootstrap(x, 7, resamples=400)
+    fast, used_fast = A.bootstrap(x, 7, resamples=400, plateau=False)
+    assert used == used_fast == 300
+    for q in A.QUANTITIES:
+        np.testing.assert_allclose(fast[q], full[q], rtol=1e-10, atol=1e-12)
+    assert all(np.isnan(fast[q]).all() for q in A.PLATEAU_QUANTITIES)

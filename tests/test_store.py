@@ -156,3 +156,28 @@ def test_checkpoint_interval_grows_with_the_measured_save_time(tmp_path, monkeyp
             saved_at.append(t)
     assert saved_at == expect
     assert all(state for _, state in fake.saved)
+
+
+def test_a_failed_part_write_fails_the_run_and_resume_loses_nothing(tmp_path, monkeypatch):
+    """Parts are written on a thread while the next chunk runs: a write that fails stops the
+    run with its error, no checkpoint claims the unwritten part, and ``resume`` gives the table
+    of an uninterrupted run."""
+    from collapse_jax import store
+
+    real, calls = store.write_part, []
+
+    def flaky(path, columns, labels=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full (simulated)")
+        return real(path, columns, labels)
+
+    exp = cj.Experiment(name="parts", model="gaussian", regimes=("replace", "accumulate"),
+                        seeds=6, generations=4, n=6, d=2, n_test=8, chunk_size=2,
+                        generation_chunk=2, checkpoint_seconds=0.0)
+    monkeypatch.setattr(store, "write_part", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        cj.run_experiment(exp, out_dir=tmp_path / "run")
+    monkeypatch.undo()
+    resumed = cj.run_experiment(exp, out_dir=tmp_path / "run", resume=True).table
+    pd.testing.assert_frame_equal(resumed, cj.run_experiment(exp).table)

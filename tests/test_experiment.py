@@ -175,9 +175,8 @@ def test_compiling_the_next_group_while_one_runs_changes_nothing(monkeypatch):
     (float64 groups under their own precision there) gives the table of compiling in turn."""
     from collapse_jax import experiment
 
-    exp = cj.Experiment(name="prefetch", model="linear_regression",
-                        regimes=("replace", "accumulate"), seeds=3, generations=4,
-                        n=(9, 12), d=3, n_test=8, x64=True)
+    exp = cj.Experiment(name="prefetch", model="linear_regression", regimes=("replace",),
+                        seeds=3, generations=4, n=(9, 12), d=3, n_test=8, x64=True)
     tables = {}
     for ahead in (0, 1):
         monkeypatch.setattr(experiment, "PREFETCH", ahead)

@@ -18,7 +18,8 @@ def results():
     exp = cj.Experiment(name="a rather long experiment name that wraps in the title",
                         model="gaussian", regimes=("replace", "accumulate"), seeds=4,
                         generations=5, n=8, d=2, n_test=8,
-                        hparams={"scale": (0.9, 0.95, 1.0, 1.1)})
+                        hparams={"scale": (0.9, 0.95, 1.0, 1.1)},
+                        metrics=("trace_ratio", "mean_error", "logdet_ratio"))
     return cj.run_experiment(exp)
 
 

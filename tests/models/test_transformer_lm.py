@@ -233,11 +233,11 @@ def test_verbatim_share_finds_copies_only():
 
 @pytest.fixture(scope="module")
 def runs():
-    """replace, 3 generations of 200 steps; a 2-chain sweep (distinct lr, temperature, top_k,
-    top_p) run one generation per call, and the same chains run one at a time with one jitted
-    program. Three compiles in all (the sweep's generation-0 and ``advance`` programs, the
-    single-chain program)."""
-    static = _static(generations=3)
+    """replace, 2 generations of 200 steps (generation 0, then one ``advance`` call); a
+    2-chain sweep (distinct lr, temperature, top_k, top_p) run one generation per call, and the
+    same chains run one at a time with one jitted program. Three compiles in all (the sweep's
+    generation-0 and ``advance`` programs, the single-chain program)."""
+    static = _static(generations=2)
     chain = make_chain(static)
     args = chain.source.load(static)
     hp = {"lr": np.array([3e-3, 2e-3], np.float32), "temperature": np.array([1.0, 0.8],
@@ -280,8 +280,8 @@ def test_vmapped_chains_equal_separate_chains(runs):
 
 
 def test_no_recompile_across_hyperparameters_and_generations(runs):
-    """The sweep compiled two programs (generation 0 and ``advance``) for its three generations,
-    run one per call (traced start); another sweep with new lr / temperature / top_k / top_p
+    """The sweep compiled two programs (generation 0 and ``advance``) for its generations, run
+    one per call (traced start); another sweep with new lr / temperature / top_k / top_p
     values, seeds and root key compiles nothing. New values reuse the single-chain program."""
     assert runs["compiled"] == 2 and runs["sweep"].generation_chunk == 1
     before = len(programs._EXECUTABLES)
@@ -302,7 +302,7 @@ def test_metrics_and_samples_are_well_formed(runs, tmp_path):
     state, metrics = runs["singles"][0]
     assert set(MODELS["transformer_lm"].metrics) <= set(metrics)
     for name, v in metrics.items():
-        assert v.shape == (3,) and v.dtype == jnp.float32, name
+        assert v.shape == (runs["static"].generations,) and v.dtype == jnp.float32, name
         assert np.all(np.isfinite(np.asarray(v))), name
     m = runs["sweep"].metrics
     np.testing.assert_allclose(m["perplexity"], np.exp(m["cross_entropy"]), rtol=1e-5)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
@@ -47,6 +48,34 @@ def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
 # CLI runs in tests compile afresh (no persistent cache in the user's home); a test of the cache
 # sets its own directory
 os.environ.setdefault("COLLAPSE_JAX_CACHE_DIR", "off")
+
+#: ``tests/run_all.sh`` sets this to one directory for all its pytest processes: a program one
+#: test file compiled (the same small configs recur across files) is loaded by the others from
+#: JAX's persistent compilation cache instead of compiled again. Unset (a plain pytest call): no
+#: cache. The executables are the same machine code either way.
+TEST_CACHE = os.environ.get("COLLAPSE_JAX_TEST_CACHE", "")
+if TEST_CACHE:
+    jax.config.update("jax_compilation_cache_dir", TEST_CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+@contextlib.contextmanager
+def own_compilation_cache():
+    """Within: no persistent compilation cache configured (a test of the cache sets its own
+    directory); the suite's setting is restored after."""
+    from jax._src import compilation_cache
+
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compilation_cache.reset_cache()
+
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")

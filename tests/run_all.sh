@@ -12,6 +12,9 @@ set -u
 cd "$(dirname "$0")/.."
 jobs_max="${TEST_JOBS:-2}"
 logs="$(mktemp -d)"
+# one persistent compilation cache for every pytest process of this run (tests/conftest.py): a
+# program compiled by one file is loaded, not compiled again, by the others
+export COLLAPSE_JAX_TEST_CACHE="${COLLAPSE_JAX_TEST_CACHE:-$logs/xla}"
 # One process per slow file, the slowest first (as measured in CI), so the last to finish is a
 # short one; the other files share a process in groups of about two minutes (each process
 # spends ~5 s importing; a file's compiled programs are released when it ends, see conftest).

@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import fail_group
+from conftest import fail_group, own_compilation_cache
 
 import collapse_jax as cj
 from collapse_jax import cli, programs
@@ -97,8 +97,6 @@ def test_persistent_compilation_cache_is_used_and_changes_nothing(tmp_path, monk
     import os
 
     import jax
-    from jax._src import compilation_cache
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("COLLAPSE_JAX_CACHE_DIR", str(cache))
     monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
@@ -116,16 +114,14 @@ def test_persistent_compilation_cache_is_used_and_changes_nothing(tmp_path, monk
     def listen(event, **kwargs):
         events.append(event)
 
-    jax.monitoring.register_event_listener(listen)
-    try:  # the second run in this process, which has compiled none of these programs
-        assert cli.main([*argv, "--out", str(tmp_path / "run1")]) == 0
-        assert jax.config.jax_persistent_cache_min_compile_time_secs == \
-            programs.MIN_CACHED_COMPILE_SECS
-    finally:
-        jax.monitoring.unregister_event_listener(listen)
-        jax.config.update("jax_compilation_cache_dir", None)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-        compilation_cache.reset_cache()
+    with own_compilation_cache():  # not the suite's shared cache, if any
+        jax.monitoring.register_event_listener(listen)
+        try:  # the second run in this process, which has compiled none of these programs
+            assert cli.main([*argv, "--out", str(tmp_path / "run1")]) == 0
+            assert jax.config.jax_persistent_cache_min_compile_time_secs == \
+                programs.MIN_CACHED_COMPILE_SECS
+        finally:
+            jax.monitoring.unregister_event_listener(listen)
     assert events.count("/jax/compilation_cache/cache_hits") >= len(chain_programs)
     after = sorted(p.name for p in cache.iterdir())
     assert [e for e in after if e.startswith("jit_one-")] == chain_programs

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Boom, fail_group
+from conftest import Boom, fail_group, own_compilation_cache
 
 import collapse_jax as cj
 from collapse_jax import Experiment
@@ -133,8 +133,6 @@ def test_python_api_uses_the_persistent_compilation_cache(tmp_path, monkeypatch)
     import sys
 
     import jax
-    from jax._src import compilation_cache
-
     cache = tmp_path / "cache"
     monkeypatch.setenv("COLLAPSE_JAX_CACHE_DIR", str(cache))
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -152,17 +150,15 @@ def test_python_api_uses_the_persistent_compilation_cache(tmp_path, monkeypatch)
     def listen(event, **kwargs):
         events.append(event)
 
-    jax.monitoring.register_event_listener(listen)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    try:
-        exp = cj.Experiment(name="api", model="linear_regression", regimes=("replace",),
-                            seeds=2, generations=3, n=13, d=4, n_test=8)
-        table = cj.run_experiment(exp).table
-    finally:
-        jax.monitoring.unregister_event_listener(listen)
-        jax.config.update("jax_compilation_cache_dir", None)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-        compilation_cache.reset_cache()
+    with own_compilation_cache():  # not the suite's shared cache, if any
+        jax.monitoring.register_event_listener(listen)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        try:
+            exp = cj.Experiment(name="api", model="linear_regression", regimes=("replace",),
+                                seeds=2, generations=3, n=13, d=4, n_test=8)
+            table = cj.run_experiment(exp).table
+        finally:
+            jax.monitoring.unregister_event_listener(listen)
     assert events.count("/jax/compilation_cache/cache_hits") >= 2  # init + advance programs
     assert "/jax/compilation_cache/cache_misses" not in events
     assert sorted(p.name for p in cache.iterdir()) == entries

@@ -63,7 +63,7 @@ class GenerativeModel(NamedTuple):
     >>> from collapse_jax import StaticConfig, hparams_from, make_model, make_source
     >>> static = StaticConfig("linear_regression", "replace", n0=12, n=12, d=3, generations=2,
     ...                       options={"fast_path": False})
-    >>> model, h = make_model(static), hparams_from({"sigma": 10.0})
+    >>> model, h = make_model(static), hparams_from({"sigma": 10.0, "noise_ratio": 1.0})
     >>> def draw_init_sample(key):
     ...     k_real, k_init, k_sample = jax.random.split(key, 3)
     ...     real = make_source(static).draw(k_real, h, {})

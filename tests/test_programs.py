@@ -34,7 +34,7 @@ def test_real_data_is_drawn_by_generation_zero_only(monkeypatch):
     state, real = programs.abstract_state(static, {}, 2, mesh)
     draws.clear()
     ids = jax.ShapeDtypeStruct((2,), jnp.int32)
-    hp = {"sigma": jax.ShapeDtypeStruct((2,), jnp.float32)}
+    hp = {k: jax.ShapeDtypeStruct((2,), jnp.float32) for k in ("sigma", "noise_ratio")}
     root, g = jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((), jnp.int32)
     programs.advance_program(static, impl, mesh, 4).lower(state, real, g, g, root, ids, hp, {})
     assert draws == []

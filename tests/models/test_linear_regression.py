@@ -35,7 +35,7 @@ def test_linear_regression_fast_path_equals_row_pool(regime):
     for fast in (True, False):
         static = StaticConfig(model="linear_regression", regime=regime, n0=50, n=50, d=8,
                               generations=30, n_test=40, options=(("fast_path", fast),))
-        hp = {"sigma": jnp.ones((16,), jnp.float32)}
+        hp = {"sigma": jnp.ones((16,), jnp.float32), "noise_ratio": jnp.ones((16,), jnp.float32)}
         args = (jax.random.key(0), jnp.arange(16), hp, {})
         _, out[fast] = compiled_sweep_fn(static).lower(*args).compile(XLA_DEFAULT_LEVEL)(*args)
     assert set(out[True]) == set(out[False])

@@ -125,7 +125,8 @@ class ModelSpec:
         example: small sizes (``n0``, ``n``, ``d``, ``n_test``, ``options``...) the registry
             contract tests run the family with; keep them tiny (CPU CI).
         example_regimes: the regimes the contract tests run the family under (None: every
-            regime), for a family whose every compile is costly.
+            regime), for a family whose every compile is costly: its compiled sweep runs under
+            the first of them in CI and the others with ``pytest -m slow``.
         float64: the family computes in ``StaticConfig.dtype`` throughout, so ``x64=True`` runs
             are meaningful (others are float32 only).
         snapshot: samples a run keeps of the first chain of every group at a few generations

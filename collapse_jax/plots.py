@@ -31,9 +31,9 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
 
     The table holds each chain's generations as consecutive rows, so a facet's column is reshaped,
     not pivoted (a pivot is used only for a table in another order). Computed once per table
-    (kept on ``results``; the arrays are read-only by convention).
+    (kept in ``results.derived``; the arrays are read-only by convention).
     """
-    cached = getattr(results, "_blocks", None)  # plot_all and the scaling analysis share it
+    cached = results.derived.get("metric_blocks")  # plot_all and the scaling analysis share it
     if cached is not None and cached[0] is results.table:
         return cached[1]
     t = results.table
@@ -49,7 +49,7 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
                       .to_numpy(np.float64) for m in results.metrics}
         out.setdefault(tuple(key[1:]), {})[key[0]] = arrays
     out = {k: out[k] for k in sorted(out)}
-    results._blocks = (t, out)
+    results.derived["metric_blocks"] = (t, out)
     return out
 
 

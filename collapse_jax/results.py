@@ -48,6 +48,8 @@ class Results:
         metrics: metric names in display order.
         samples: ``{group index: {generation: samples}}`` of each group's first chain, where
             the family keeps snapshots (``ModelSpec.snapshot``), else empty.
+        derived: arrays computed once from ``table`` and shared by the figures and the
+            scaling analysis (``plots.metric_blocks``), each kept with the table it came from.
 
     >>> from collapse_jax import Experiment, run_experiment
     >>> r = run_experiment(Experiment(name="doc", model="location", regimes=("replace",),
@@ -64,6 +66,7 @@ class Results:
     groups: list[dict[str, Any]]
     metrics: tuple[str, ...]
     samples: dict[int, dict[int, Any]] = dataclasses.field(default_factory=dict)
+    derived: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def experiment(self):

@@ -28,7 +28,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -366,8 +366,7 @@ class RunStore:
     def close(self) -> None:
         """Finish writing the parts (also when the run failed: nothing finished is lost) and
         the checkpoints."""
-        wait(self._writes)
-        self._writer.shutdown(wait=True)
+        self._writer.shutdown(wait=True)  # waits for every queued part
         self.ckpt.close()
 
 

@@ -19,18 +19,19 @@ export COLLAPSE_JAX_TEST_CACHE="${COLLAPSE_JAX_TEST_CACHE:-$logs/xla}"
 # short one; the other files share a process in groups of about two minutes (each process
 # spends ~5 s importing; a file's compiled programs are released when it ends, see conftest).
 # A file listed nowhere runs in its own process.
-slow=(tests/test_contract.py tests/test_validate.py tests/models/test_transformer_lm.py
+slow=(tests/test_contract.py tests/models/test_transformer_lm.py
       tests/test_cli.py tests/models/test_gaussian_fast.py tests/test_sweep.py
-      tests/test_doctests.py tests/test_theory.py tests/test_experiment.py)
-groups=("tests/models/test_gaussian.py tests/test_regimes.py"
+      tests/test_doctests.py tests/test_theory.py)
+groups=("tests/test_validate.py tests/test_experiment.py"
+        "tests/models/test_gaussian.py tests/test_regimes.py"
         "tests/models/test_vae.py tests/models/test_gmm.py"
         "tests/models/test_conformer_diffusion.py tests/test_store.py"
         "tests/test_programs.py tests/test_linalg.py tests/test_pool.py"
         "tests/test_examples.py tests/models/test_linear_regression.py tests/test_reproduce.py"
         "tests/test_fitting.py tests/models/test_kde.py tests/models/test_kde_fast.py"
         "tests/data/test_text.py tests/test_mesh.py tests/test_analyze.py"
-        "tests/test_checkpoint.py tests/test_metrics.py tests/test_rng.py tests/test_chain.py"
-        "tests/data/test_toy2d.py tests/data/test_images.py tests/models/test_categorical.py
+        "tests/test_checkpoint.py tests/test_metrics.py tests/test_rng.py tests/test_chain.py
+         tests/data/test_toy2d.py tests/data/test_images.py tests/models/test_categorical.py
          tests/data/test_molecules.py tests/test_results.py tests/test_plan.py
          tests/test_tables.py tests/test_overrides.py tests/test_plots.py")
 targets=("${slow[@]}")

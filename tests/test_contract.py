@@ -48,8 +48,23 @@ CASES = [(m, r) for m in sorted(cj.MODELS)
          for r in (cj.MODELS[m].example_regimes or tuple(cj.REGIMES))]
 
 
+def _compiled_case(model: str, regime: str):
+    """A case of the compiled sweep: a costly family (one naming ``example_regimes``) compiles
+    under its first example regime in CI and under the others with ``pytest -m slow`` (each of
+    its compiles takes 10-25 s on 2 cores; tracing checks every regime in CI)."""
+    regimes = cj.MODELS[model].example_regimes
+    marks = [pytest.mark.slow] if regimes and regime != regimes[0] else []
+    return pytest.param((model, regime), marks=marks, id=f"{model}-{regime}")
+
+
 @pytest.fixture(params=CASES, ids=[f"{m}-{r}" for m, r in CASES])
 def case(request):
+    model, regime = request.param
+    return model, regime, _example_static(model, regime)
+
+
+@pytest.fixture(params=[_compiled_case(m, r) for m, r in CASES])
+def compiled_case(request):
     model, regime = request.param
     return model, regime, _example_static(model, regime)
 
@@ -81,10 +96,10 @@ def test_chain_state_is_stable(case):
         assert v.shape == () and v.dtype == jnp.float32, name
 
 
-def test_sweep_runs_finite_and_compiles_once(case):
+def test_sweep_runs_finite_and_compiles_once(compiled_case):
     """Two chains run as one jitted, vmapped sweep: every metric of every generation is finite,
     and new hyperparameter values, chain ids and root key reuse the compiled program."""
-    model, _, static = case
+    model, _, static = compiled_case
     fn = compiled_sweep_fn.__wrapped__(static)  # a fresh jit: its compile cache starts empty
     args = cj.make_chain(static).source.load(static)
     hp = {k: jnp.full((2,), v, jnp.float32) for k, v in _hparams(model).items()}

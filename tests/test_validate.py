@@ -331,6 +331,18 @@ def _cover(pairs):
 RUN_PAIRS = _cover(PAIRS)
 
 
+def _costly(model: str) -> bool:
+    """A family whose every compile is costly (it names ``example_regimes``: the neural ones)."""
+    return cj.MODELS[model].example_regimes is not None
+
+
+#: The end-to-end property runs the cheap families' pairs in CI and the costly (neural) ones
+#: with ``pytest -m slow``: their first compile is 13-30 s each on 2 cores, and the contract tests
+#: run each of them in CI.
+CI_RUN_PAIRS = _cover([p for p in PAIRS if not _costly(p[0])])
+SLOW_RUN_PAIRS = [p for p in RUN_PAIRS if _costly(p[0])]
+
+
 def hparam_values(exp: Experiment, name: str, default: float):
     """float32 values anywhere in the declared range (boundaries and huge values included)."""
     r = experiment_hparam_range(exp, name)
@@ -347,8 +359,8 @@ def hparam_values(exp: Experiment, name: str, default: float):
 
 
 @st.composite
-def valid_experiments(draw):
-    model, regime = draw(st.sampled_from(RUN_PAIRS))
+def valid_experiments(draw, pairs=tuple(RUN_PAIRS)):
+    model, regime = draw(st.sampled_from(pairs))
     seeds, grid = draw(st.sampled_from(LAYOUTS))
     base = _base(model, regime, seeds)
     names = sorted(known_hparams(base).items())
@@ -372,11 +384,26 @@ def test_run_pairs_cover_every_model_and_regime():
     assert {m for m, _ in RUN_PAIRS} == {m for m, _ in PAIRS} == set(MODELS)
     assert {r for _, r in RUN_PAIRS} == {r for _, r in PAIRS}
     assert len(RUN_PAIRS) <= max(len(MODELS), len(REGIMES)) + 1
+    # CI runs every cheap family and every regime, the slow run every costly family
+    assert {m for m, _ in CI_RUN_PAIRS} == {m for m in MODELS if not _costly(m)}
+    assert {r for _, r in CI_RUN_PAIRS} == {r for _, r in PAIRS}
+    assert {m for m, _ in SLOW_RUN_PAIRS} == {m for m in MODELS if _costly(m)}
 
 
 @settings(FAST, max_examples=60)
-@given(valid_experiments())
+@given(valid_experiments(tuple(CI_RUN_PAIRS)))
 def test_random_valid_configs_run_and_give_a_complete_table(exp):
+    _runs_and_gives_a_complete_table(exp)
+
+
+@pytest.mark.slow
+@settings(FAST, max_examples=12)
+@given(valid_experiments(tuple(SLOW_RUN_PAIRS)))
+def test_random_valid_neural_configs_run_and_give_a_complete_table(exp):
+    _runs_and_gives_a_complete_table(exp)
+
+
+def _runs_and_gives_a_complete_table(exp):
     r = cj.run_experiment(exp)
     t = r.table
     grid = len(exp.hparam_grid(known_hparams(exp)))

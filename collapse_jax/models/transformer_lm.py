@@ -158,7 +158,7 @@ def _check(static: StaticConfig) -> None:
     snapshot=8,
     render=lambda samples, static, out_dir: [write_samples_text(
         samples, make_source(static).load(static), Path(out_dir) / "samples.txt")],
-    example_regimes=("replace", "accumulate_subsample"),
+    example_regimes=("accumulate_subsample", "replace"),
     example={"n0": 8, "n": 8, "d": 12, "n_test": 6,
              "options": {"width": 8, "depth": 1, "heads": 2, "batch": 4, "budget": "steps",
                          "steps": 2, "warmup": 0, "eval_samples": 4, "eval_batch": 4,

@@ -23,7 +23,7 @@ import numpy as np
 from collapse_jax import tables
 from collapse_jax.config import ConfigError, Experiment
 from collapse_jax.mesh import make_mesh
-from collapse_jax.plan import SweepPlan, plan_group, precision
+from collapse_jax.plan import SweepPlan, hparam_defaults, plan_group, precision
 from collapse_jax.programs import abstract_state
 from collapse_jax.progress import Progress
 from collapse_jax.results import (
@@ -115,8 +115,12 @@ def run_experiment(
 
         def prepare(i: int):
             plan = points[i][0] or plan_group(spec, i, devices)
+            # the group's chain gets the hyperparameters it reads: a regime's own (``lam`` of
+            # fixed_real_mix) is swept for every regime of the run, but only that regime reads it
+            reads = hparam_defaults(spec.statics[i])
+            hparams = {k: v for k, v in spec.hparams.items() if k in reads}
             with precision(spec.statics[i]):
-                return prepare_sweep(spec.statics[i], root, spec.chain_ids, spec.hparams,
+                return prepare_sweep(spec.statics[i], root, spec.chain_ids, hparams,
                                      spec.args[i], plan=plan, mesh=mesh,
                                      snapshot=spec.snapshot, compile=spec.experiment.compile)
 

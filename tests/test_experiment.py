@@ -100,6 +100,19 @@ def test_hparam_grid_includes_regime_defaults():
                                                         {"lam": 2.0, "sigma": 1.0}]
 
 
+def test_a_regime_hyperparameter_swept_beside_other_regimes():
+    """configs/mixing.py's layout: lam swept over a run whose other regimes do not read it. Each
+    group's chain gets only what it reads (run_sweep refuses a name its chain does not read), the
+    table has every regime at every lam, and replace's chains do not depend on lam."""
+    exp = _exp(regimes=("replace", "fixed_real_mix"), hparams={"lam": (0.5, 1.0)})
+    t = cj.run_experiment(exp).table
+    assert set(t["regime"]) == {"replace", "fixed_real_mix"} and set(t["lam"]) == {0.5, 1.0}
+    assert len(t) == 2 * 2 * exp.seeds * exp.generations
+    rep = t[t.regime == "replace"]
+    np.testing.assert_array_equal(rep[rep.lam == 0.5]["trace_ratio"].to_numpy(),
+                                  rep[rep.lam == 1.0]["trace_ratio"].to_numpy())
+
+
 def test_x64_keeps_finite_what_float32_overflows():
     """sigma = 1e25: sigma^2 overflows float32 (flagged nonfinite) but not float64."""
     base = cj.Experiment(name="big", model="gaussian", regimes=("replace",), seeds=2,

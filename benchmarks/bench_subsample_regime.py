@@ -1,8 +1,8 @@
 """``accumulate_subsample`` against ``accumulate`` per chain-generation (the Gaussian of the
 10,000-seed sweep: d = 10, 100 generations, metrics trace_ratio, mean_error, logdet_ratio).
 
-Three chains per n, each ``run_sweep`` with the plan's automatic batch (the CPU batch cap) and
-timed as the median of ``--repeats`` calls after a compiling call:
+Three chains per n, each ``run_sweep`` with the plan's automatic batch (the CPU batch cap)
+(``common.timed_sweep``), timed as the median of ``--repeats`` calls after a compiling call:
 
 - ``accumulate``, the default exact fast path (a pool of sufficient statistics: O(d^2) random
   numbers per generation whatever n);
@@ -19,22 +19,15 @@ Appends JSON lines to results/subsample_regime.jsonl and prints a markdown table
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import common
-import jax
 import numpy as np
 
 import collapse_jax as cj
-from collapse_jax.plan import plan_sweep
 
 METRICS = ("trace_ratio", "mean_error", "logdet_ratio")
 CASES = (("accumulate", True), ("accumulate", False), ("accumulate_subsample", True))
-
-
-def _calls(static, ids, hp):
-    """A ``run_sweep`` of the chains with a new root key at every call."""
-    roots = iter(range(1, 1_000_000))
-    return lambda: cj.run_sweep(static, jax.random.key(next(roots)), ids, hp, {}).metrics
 
 
 def main() -> None:
@@ -47,17 +40,18 @@ def main() -> None:
     a = p.parse_args()
     env, rows = common.environment(), []
     ids = np.arange(a.seeds)
-    hp = {"sigma": np.ones(a.seeds, np.float32), "scale": np.ones(a.seeds, np.float32)}
+    hp = common.hparams("gaussian")
     for n in (int(x) for x in a.n.split(",")):
         for regime, fast in CASES:
             static = cj.StaticConfig(model="gaussian", regime=regime, n0=n, n=n, d=a.d,
                                      generations=a.generations, n_test=100, metrics=METRICS,
                                      options=(("fast_path", fast),))
-            chunk = plan_sweep(static, {}, a.seeds).chunk_size
-            cj.run_sweep(static, jax.random.key(0), ids, hp, {})  # compile
-            med, times = common.median_time(_calls(static, ids, hp), a.repeats)
-            row = {"n": n, "regime": regime, "fast_path": fast, "chunk_size": chunk,
-                   "seconds": med, "times": times,
+            common.timed_sweep(static, 0, ids, hp)  # compiles
+            calls = [common.timed_sweep(static, r + 1, ids, hp) for r in range(a.repeats)]
+            times = [c["wall_s"] for c in calls]
+            med = statistics.median(times)
+            row = {"n": n, "regime": regime, "fast_path": fast,
+                   "chunk_size": calls[0]["chunk_size"], "seconds": med, "times": times,
                    "us_per_chain_generation": med / (a.seeds * a.generations) * 1e6}
             rows.append(row)
             common.log(row)

@@ -57,16 +57,19 @@ def _compiled_case(model: str, regime: str):
     return pytest.param((model, regime), marks=marks, id=f"{model}-{regime}")
 
 
+def _with_static(pair):
+    model, regime = pair
+    return model, regime, _example_static(model, regime)
+
+
 @pytest.fixture(params=CASES, ids=[f"{m}-{r}" for m, r in CASES])
 def case(request):
-    model, regime = request.param
-    return model, regime, _example_static(model, regime)
+    return _with_static(request.param)
 
 
 @pytest.fixture(params=[_compiled_case(m, r) for m, r in CASES])
 def compiled_case(request):
-    model, regime = request.param
-    return model, regime, _example_static(model, regime)
+    return _with_static(request.param)
 
 
 def _signature(tree):

@@ -359,7 +359,7 @@ def hparam_values(exp: Experiment, name: str, default: float):
 
 
 @st.composite
-def valid_experiments(draw, pairs=tuple(RUN_PAIRS)):
+def valid_experiments(draw, pairs):
     model, regime = draw(st.sampled_from(pairs))
     seeds, grid = draw(st.sampled_from(LAYOUTS))
     base = _base(model, regime, seeds)

@@ -68,19 +68,51 @@ def load_columns(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
 
 
 def sort_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rows ordered by ``SORT_COLUMNS`` (stable); unchanged when already in order."""
+    """Rows ordered by ``SORT_COLUMNS`` (stable); unchanged when already in order.
+
+    A complete run's keys are every (group, chain, generation) exactly once, so its order is
+    a scatter of the row numbers by the keys' mixed-radix code, O(rows) (a lexsort of a
+    10,000-seed sweep's 9M rows took 3 s); other rows (a part of a run) fall back to a lexsort.
+
+    >>> c = {"_group": np.array([1, 0, 0, 1]), "_chain": np.array([0, 0, 0, 0]),
+    ...      "generation": np.array([0, 1, 0, 1]), "x": np.array([2, 1, 0, 3])}
+    >>> sort_columns(c)["x"].tolist()
+    [0, 1, 2, 3]
+    """
     keys = [cols[k] for k in SORT_COLUMNS if k in cols]
-    if not keys or len(keys[0]) < 2:
+    rows = len(keys[0]) if keys else 0
+    if rows < 2:
         return cols
-    stacked = np.stack([k.astype(np.int64) for k in keys], axis=1)
-    diff = np.diff(stacked, axis=0)
-    # lexicographic order holds when each step's first nonzero difference is positive
-    first = np.argmax(diff != 0, axis=1)
-    step = diff[np.arange(len(diff)), first]
-    if np.all(step >= 0):
+    order = _dense_order(keys, rows)
+    if order is None:
+        stacked = np.stack([k.astype(np.int64) for k in keys], axis=1)
+        diff = np.diff(stacked, axis=0)
+        # lexicographic order holds when each step's first nonzero difference is positive
+        first = np.argmax(diff != 0, axis=1)
+        if np.all(diff[np.arange(len(diff)), first] >= 0):
+            return cols
+        order = np.lexsort(keys[::-1])
+    elif np.array_equal(order, np.arange(rows)):
         return cols
-    order = np.lexsort(keys[::-1])
     return {k: v[order] for k, v in cols.items()}
+
+
+def _dense_order(keys: list[np.ndarray], rows: int) -> np.ndarray | None:
+    """The sorting permutation when the keys are a full grid (every combination of ``0 ..
+    max`` of each key exactly once), else None."""
+    lows = [int(k.min()) for k in keys]
+    sizes = [int(k.max()) + 1 for k in keys]
+    if min(lows) < 0 or int(np.prod(sizes, dtype=np.float64)) != rows:
+        return None
+    code = np.zeros(rows, np.int64)
+    for k, size in zip(keys, sizes, strict=True):
+        code *= size
+        code += k
+    if not np.all(np.bincount(code, minlength=rows) == 1):
+        return None
+    order = np.empty(rows, np.int64)
+    order[code] = np.arange(rows)
+    return order
 
 
 def strings(names: Sequence[str], codes: np.ndarray) -> pd.Series:

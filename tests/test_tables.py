@@ -62,6 +62,23 @@ def test_sort_columns_leaves_sorted_rows_alone_and_sorts_the_rest():
         assert np.array_equal(back[k], p[k]), k
 
 
+
+def test_sort_columns_agrees_with_a_lexsort_on_full_grids_and_on_partial_or_duplicated_rows():
+    # a complete run is a full (group, chain, generation) grid, sorted by a scatter; a missing,
+    # duplicated or negative key must take the general path and give the same order
+    rng = np.random.default_rng(2)
+    g, c, t = np.meshgrid(np.arange(3), np.arange(4), np.arange(5), indexing="ij")
+    grid = {"_group": g.ravel(), "_chain": c.ravel(), "generation": t.ravel().astype(np.int32)}
+    cases = {"full": np.arange(60), "missing": np.arange(1, 60),
+             "duplicated": np.concatenate([np.arange(59), [3]]),
+             "sparse chains": np.flatnonzero(grid["_chain"] != 1)}
+    for name, rows in cases.items():
+        rows = rng.permutation(rows)
+        cols = {k: v[rows] for k, v in grid.items()} | {"row": rows}
+        want = np.lexsort([cols[k] for k in tables.SORT_COLUMNS][::-1], axis=0)
+        got = tables.sort_columns(cols)
+        for k in cols:
+            assert np.array_equal(got[k], cols[k][want]), (name, k)
 def test_string_column_is_the_default_string_dtype():
     codes = np.array([0, 1, 1, 0, 2], np.int64)
     s = tables.strings(["replace", "accumulate", "replace"], codes)

@@ -55,11 +55,11 @@ def _sharded(fn: Callable, mesh: Mesh, batched: tuple[bool, ...], out_batched: A
 
     ``shard_map`` (not automatic partitioning) keeps the per-device program the plain vmapped
     chain on a local batch. Results are bit-identical on 1 or N devices (and hosts) at the same
-    number of chains per device; with a different batch per device the Gaussian, linear
-    regression and categorical families still agree bitwise (tested), KDE and GMM differ in the
-    last ulp because XLA CPU's ``exp`` / ``log`` depend on the position of an element in a
-    vectorised loop (tests/test_sweep.py). Keep >= 2 chains per device: a batch of one is
-    lowered differently.
+    number of chains per device; with a different batch per device linear regression and
+    categorical still agree bitwise (tested), while values computed through XLA CPU's ``exp`` /
+    ``log`` (KDE, GMM, the Gaussian's ``logdet_ratio``) can differ in the last 1-2 ulp: they
+    depend on the position of an element in a vectorised loop (tests/test_sweep.py). Keep >= 2
+    chains per device: a batch of one is lowered differently.
     """
     specs = tuple(P(AXIS) if b else P() for b in batched)
     mapped = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P(AXIS), check_vma=False)

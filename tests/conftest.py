@@ -11,6 +11,10 @@
   2-3x faster (the contract tests of gmm, vae and categorical: 190 s -> 72 s); results differ from
   the default code generation in the last bits only (rounding order), which no test depends on.
   ``COLLAPSE_JAX_TEST_OPT=default`` runs the suite with XLA's default level instead.
+- one CPU device (``COLLAPSE_JAX_CPU_DEVICES=1``, also in the tests' subprocesses; a run's
+  default is one per core, ``collapse_jax/_xla.py``): the tests' expected batch sizes and
+  bitwise comparisons are per device count, and the multi-device tests set their own count
+  (``tests/test_sweep.py``, ``tests/test_mesh.py``, ``tests/test_xla.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 if os.environ.get("COLLAPSE_JAX_TEST_OPT", "") != "default" and (
         "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+os.environ.setdefault("COLLAPSE_JAX_CPU_DEVICES", "1")
 
 import jax  # noqa: E402  (after XLA_FLAGS: the CPU backend reads them when it starts)
 import pytest  # noqa: E402
@@ -38,9 +44,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
     """Environment for a test's Python subprocess: this one's, without ``COLLAPSE_JAX_*``
-    settings, on the CPU, importing this checkout; ``xla_flags`` are added to the inherited
-    ``XLA_FLAGS`` (so the child compiles like this process, which bitwise comparisons need)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_")}
+    settings but the CPU device count, on the CPU, importing this checkout; ``xla_flags`` are
+    added to the inherited ``XLA_FLAGS`` (so the child compiles like this process, which bitwise
+    comparisons need)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("COLLAPSE_JAX_") or k == "COLLAPSE_JAX_CPU_DEVICES"}
     flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, **extra)
     return env

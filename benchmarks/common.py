@@ -33,6 +33,7 @@ def environment() -> dict[str, Any]:
 
     return {
         "device": str(jax.devices()[0]),
+        "devices": jax.device_count(),
         "platform": jax.default_backend(),
         "jax": jax.__version__,
         "numpy": np.__version__,

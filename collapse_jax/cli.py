@@ -25,6 +25,7 @@ same config into its own directory (or ``--resume``) is allowed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import difflib
@@ -379,5 +380,23 @@ def _kept(args: argparse.Namespace, argv: list[str]) -> str:
             f"continue with: {shlex.join(['collapse-jax', *again])}")
 
 
+def entry() -> None:
+    """The ``collapse-jax`` command: ``main()``, the exit handlers, then exit without the
+    interpreter's teardown.
+
+    Finalising the modules and objects of JAX, XLA, pandas and matplotlib took ~1 s after the
+    work was done (0.96 s after ``import collapse_jax.cli`` and one computation; its exit
+    handlers 6 ms). Nothing is lost by skipping it: ``main`` returns after every result and
+    checkpoint is written and closed (atomically), and the exit handlers (logging, JAX,
+    ``jax.distributed``) still run. An exception that escapes ``main`` exits the usual way.
+    """
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs first
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

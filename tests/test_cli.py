@@ -84,9 +84,15 @@ def test_list_names_models_regimes_configs(capsys):
 
 
 def test_console_script_entry_point(tmp_path):
+    """``cli.entry`` (the command; it skips the interpreter's teardown with ``os._exit``)
+    keeps main's exit code and flushes what was printed, on both streams."""
     proc = subprocess.run([sys.executable, "-m", "collapse_jax.cli", "list"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "models:" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "collapse_jax.cli", "run", "gaussian", "--set",
+                           "seeds=0", "--dry-run"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("collapse-jax: error: seeds")
 
 
 def test_persistent_compilation_cache_is_used_and_changes_nothing(tmp_path, monkeypatch):

@@ -381,15 +381,9 @@ def _kept(args: argparse.Namespace, argv: list[str]) -> str:
 
 
 def entry() -> None:
-    """The ``collapse-jax`` command: ``main()``, the exit handlers, then exit without the
-    interpreter's teardown.
-
-    Finalising the modules and objects of JAX, XLA, pandas and matplotlib took ~1 s after the
-    work was done (0.96 s after ``import collapse_jax.cli`` and one computation; its exit
-    handlers 6 ms). Nothing is lost by skipping it: ``main`` returns after every result and
-    checkpoint is written and closed (atomically), and the exit handlers (logging, JAX,
-    ``jax.distributed``) still run. An exception that escapes ``main`` exits the usual way.
-    """
+    """The ``collapse-jax`` command: ``main()``, the exit handlers (logging, JAX), then no
+    interpreter teardown (finalising JAX, XLA, pandas and matplotlib took ~1 s; the handlers
+    6 ms). ``main`` returns once every result and checkpoint is written and closed."""
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs first
     for stream in (sys.stdout, sys.stderr):

@@ -29,7 +29,7 @@ groups=("tests/test_validate.py tests/test_experiment.py"
         "tests/test_programs.py tests/test_linalg.py tests/test_pool.py"
         "tests/test_examples.py tests/models/test_linear_regression.py tests/test_reproduce.py"
         "tests/test_fitting.py tests/models/test_kde.py tests/models/test_kde_fast.py"
-        "tests/data/test_text.py tests/test_mesh.py tests/test_analyze.py"
+        "tests/data/test_text.py tests/test_mesh.py tests/test_analyze.py tests/test_xla.py"
         "tests/test_checkpoint.py tests/test_metrics.py tests/test_rng.py tests/test_chain.py
          tests/data/test_toy2d.py tests/data/test_images.py tests/models/test_categorical.py
          tests/data/test_molecules.py tests/test_results.py tests/test_plan.py

@@ -35,15 +35,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from collapse_jax.config import ConfigError
 from collapse_jax.pool import Pool, gather, sample_indices
 from collapse_jax.types import Array, Data, Hparams, Params, PRNGKey
+
+if TYPE_CHECKING:
+    import optax
 
 INIT_MODES = ("reinit", "warm")
 BUDGETS = ("steps", "epochs")
@@ -162,6 +164,8 @@ def effective_steps(cfg: FitConfig, count: Array, capacity: int) -> Array:
 
 
 def _optimizer(cfg: FitConfig, lr: Array) -> optax.GradientTransformation:
+    import optax  # loads with the first neural chain, not on import
+
     if cfg.optimizer == "adamw":
         tx = optax.inject_hyperparams(optax.adamw)(learning_rate=lr,
                                                    weight_decay=cfg.weight_decay)
@@ -227,6 +231,8 @@ def make_sgd_fit(
     Returns:
         The fit. ``hparams["lr"]`` is the learning rate (a traced float32 scalar).
     """
+    import optax  # loads with the first neural chain, not on import
+
     check_fit_config(cfg)
     grad_fn = jax.value_and_grad(loss_fn)
 

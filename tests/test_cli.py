@@ -13,7 +13,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import fail_group, own_compilation_cache
+from conftest import child_env, fail_group, own_compilation_cache
 
 import collapse_jax as cj
 from collapse_jax import cli, programs
@@ -93,6 +93,22 @@ def test_console_script_entry_point(tmp_path):
                            "seeds=0", "--dry-run"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("collapse-jax: error: seeds")
+
+
+def test_command_start_leaves_the_network_libraries_unloaded():
+    """Starting the command (``import collapse_jax.cli``: every family registered) imports
+    neither flax nor optax, about 0.5 s of every command's start (benchmarks/startup.py); a
+    neural family loads them when its chain is built."""
+    code = ("import sys, collapse_jax.cli\n"
+            "print(sorted(m for m in ('flax', 'optax') if m in sys.modules))\n"
+            "from collapse_jax import StaticConfig, chain\n"
+            "chain.make_chain(StaticConfig('vae', 'replace', n0=8, n=8, d=64, generations=2, "
+            "options={'hidden': 4, 'latent': 2}))\n"
+            "print(sorted(m for m in ('flax', 'optax') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, env=child_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:2] == ["[]", "['flax', 'optax']"], proc.stdout
 
 
 def test_persistent_compilation_cache_is_used_and_changes_nothing(tmp_path, monkeypatch):

@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.model import Source, register_source
@@ -148,6 +147,8 @@ def fit_probe(
     onehot = jax.nn.one_hot(jnp.asarray(y, jnp.int32), num_classes, dtype=jnp.float32)
     params = (jnp.zeros((x.shape[1], num_classes), jnp.float32),
               jnp.zeros((num_classes,), jnp.float32))
+    import optax  # only to fit the probe
+
     tx = optax.adam(0.05)
 
     def loss(p):

@@ -49,7 +49,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from collapse_jax import rng
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
@@ -58,9 +57,7 @@ from collapse_jax.data.conformers import check_atoms, check_sizes, is_smiles_fil
 from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, make_source, register_model
 from collapse_jax.models.conformer import diffusion as dm
-from collapse_jax.models.conformer.egnn import Denoiser
 from collapse_jax.models.conformer.rmsd import bond_check, conformer_metrics
-from collapse_jax.models.nn import lecun_normal_state
 
 #: Seed of the fixed evaluation noise, timesteps' noise and sampling key (common random numbers).
 EVAL_SEED = 4321
@@ -151,6 +148,11 @@ def eval_timesteps(steps: int, k: int) -> np.ndarray:
 )
 def make_conformer_diffusion(static: StaticConfig) -> GenerativeModel:
     """Conformer diffusion family for a StaticConfig (see the module docstring for options)."""
+    from flax import nnx  # the network's libraries load when a chain is built, not on import
+
+    from collapse_jax.models.conformer.egnn import Denoiser
+    from collapse_jax.models.nn import lecun_normal_state
+
     sch = dm.cosine_schedule(_opt(static, "diffusion_steps"))
     chunk = _opt(static, "chunk")
     delta, tol = _opt(static, "cov_threshold"), _opt(static, "bond_tol")

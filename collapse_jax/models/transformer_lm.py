@@ -52,7 +52,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, HparamRange, StaticConfig
 from collapse_jax.data.text import LONG_DOCUMENTS, TEXT_SOURCES
@@ -60,16 +59,9 @@ from collapse_jax.data.tokenize import SPECIALS, TOKENIZERS, decode_bytes, vocab
 from collapse_jax.files import write_text
 from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, make_source, register_model
+from collapse_jax.models.lm.config import ARCHS, LMConfig, check_config
 from collapse_jax.models.lm.decode import START_MODES, Specials, decode_batched, start_prefix
 from collapse_jax.models.lm.metrics import chunked_nll, mean_nll, sample_metrics
-from collapse_jax.models.lm.net import (
-    ARCHS,
-    LMConfig,
-    check_config,
-    empty_cache,
-    init_state,
-    split_module,
-)
 
 #: Seed of the fixed evaluation samples (common random numbers across generations and chains).
 EVAL_SEED = 4321
@@ -166,6 +158,10 @@ def _check(static: StaticConfig) -> None:
 )
 def make_transformer_lm(static: StaticConfig) -> GenerativeModel:
     """Transformer LM family for a StaticConfig (options: see the module docstring)."""
+    from flax import nnx  # the network's libraries load when a chain is built, not on import
+
+    from collapse_jax.models.lm.net import empty_cache, init_state, split_module
+
     _check(static)
     cfg = lm_config(static)
     sp = specials(static)

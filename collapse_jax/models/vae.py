@@ -49,50 +49,16 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
 from collapse_jax.data.images import IMAGE_SOURCES
 from collapse_jax.fitting import FitConfig, make_net_init_fit
 from collapse_jax.model import GenerativeModel, register_model
-from collapse_jax.models.nn import lecun_normal_state
 
 #: Seed of the fixed evaluation noise (common random numbers across generations and chains).
 EVAL_SEED = 1234
 #: At most this many real test images enter the MMD (its cost is quadratic).
 MMD_REFERENCE = 512
-
-
-class VAE(nnx.Module):
-    """MLP VAE: ``d -> hidden -> 2 x latent`` encoder, ``latent -> hidden -> d`` logit decoder."""
-
-    def __init__(self, d: int, hidden: int, latent: int, *, rngs: nnx.Rngs):
-        self.enc = nnx.Linear(d, hidden, rngs=rngs)
-        self.enc_mu = nnx.Linear(hidden, latent, rngs=rngs)
-        self.enc_logvar = nnx.Linear(hidden, latent, rngs=rngs)
-        self.dec = nnx.Linear(latent, hidden, rngs=rngs)
-        self.dec_out = nnx.Linear(hidden, d, rngs=rngs)
-
-    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``x [m, d] -> (mu [m, latent], logvar [m, latent])``."""
-        h = jax.nn.relu(self.enc(x))
-        return self.enc_mu(h), self.enc_logvar(h)
-
-    def decode(self, z: jax.Array) -> jax.Array:
-        """``z [m, latent] -> logits [m, d]``."""
-        return self.dec_out(jax.nn.relu(self.dec(z)))
-
-
-def elbo_terms(
-    net: VAE, x: jax.Array, eps: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Per-image Bernoulli reconstruction loss and KL (``[m]`` each) with noise ``eps``."""
-    mu, logvar = net.encode(x)
-    z = mu + jnp.exp(0.5 * logvar) * eps
-    logits = net.decode(z)
-    recon = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)
-    kl = 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
-    return recon, kl
 
 
 def _opt(static: StaticConfig, name: str, default):
@@ -175,6 +141,11 @@ def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> 
 )
 def make_vae(static: StaticConfig) -> GenerativeModel:
     """VAE family for a StaticConfig (see the module docstring for options)."""
+    from flax import nnx  # the network's libraries load when a chain is built, not on import
+
+    from collapse_jax.models.nn import lecun_normal_state
+    from collapse_jax.models.vae_net import VAE, elbo_terms
+
     d = static.d
     hidden = _opt(static, "hidden", 128)
     latent = _opt(static, "latent", 8)

@@ -21,7 +21,7 @@ from collapse_jax.models.conformer.rmsd import (
     kabsch_rmsd,
     rmsd_matrix,
 )
-from collapse_jax.models.vae import lecun_normal_state
+from collapse_jax.models.nn import lecun_normal_state
 from collapse_jax.pool import init_pool
 
 rdkit = pytest.importorskip("rdkit")

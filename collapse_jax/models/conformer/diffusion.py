@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax import rng
-from collapse_jax.models.conformer.egnn import remove_mean
 
 #: ``v_hat = denoise(x_t [A, 3], atoms [A], edges [A, A], t / T) -> [A, 3]`` for one conformer
 #: (the network; ``predict_eps`` turns its output into the predicted noise).
@@ -197,3 +196,16 @@ def sample(denoise: DenoiseFn, sch: Schedule, key: jax.Array, atoms: jax.Array,
 
     x0, _ = jax.lax.scan(body, x_t, steps)
     return x0
+
+
+def remove_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``x [A, 3]`` minus its mean over the real atoms (``mask [A]``), 0 on padding.
+
+    >>> import jax.numpy as jnp
+    >>> remove_mean(jnp.array([[1.0, 0, 0], [3.0, 0, 0], [9.0, 9, 9]]),
+    ...             jnp.array([1.0, 1.0, 0.0]))[:, 0].tolist()
+    [-1.0, 1.0, 0.0]
+    """
+    w = mask.astype(x.dtype)[:, None]
+    mean = jnp.sum(x * w, axis=0, keepdims=True) / jnp.maximum(jnp.sum(w), 1.0)
+    return (x - mean) * w

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from collapse_jax.data.conformers import NUM_ATOM_TYPES, NUM_EDGE_TYPES
+from collapse_jax.models.conformer.diffusion import remove_mean
 
 #: Largest coordinate move of one layer along one pair direction (Angstrom, via tanh).
 COORD_RANGE = 4.0
@@ -99,16 +100,3 @@ class Denoiser(nnx.Module):
         for layer in self.layers:
             h, y = layer(h, y, e, pair, inv_deg)
         return remove_mean((y - x0) * mask[:, None], mask)
-
-
-def remove_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """``x [A, 3]`` minus its mean over the real atoms (``mask [A]``), 0 on padding.
-
-    >>> import jax.numpy as jnp
-    >>> remove_mean(jnp.array([[1.0, 0, 0], [3.0, 0, 0], [9.0, 9, 9]]),
-    ...             jnp.array([1.0, 1.0, 0.0]))[:, 0].tolist()
-    [-1.0, 1.0, 0.0]
-    """
-    w = mask.astype(x.dtype)[:, None]
-    mean = jnp.sum(x * w, axis=0, keepdims=True) / jnp.maximum(jnp.sum(w), 1.0)
-    return (x - mean) * w

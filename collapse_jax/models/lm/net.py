@@ -32,67 +32,19 @@ References:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-ARCHS = ("gpt2", "llama")
+from collapse_jax.models.lm.config import ARCHS, LMConfig, check_config  # noqa: F401 (re-exported)
+
 #: Standard deviation of the initial weights (GPT-2); residual output projections are further
 #: scaled by 1 / sqrt(2 depth) so the residual stream's variance does not grow with depth.
 INIT_STD = 0.02
 ROPE_BASE = 10000.0
 
 Cache = tuple[tuple[jax.Array, jax.Array], ...]
-
-
-class LMConfig(NamedTuple):
-    """Static shape of the network.
-
-    Attributes:
-        arch: ``"gpt2"`` or ``"llama"``.
-        vocab: vocabulary size (specials included).
-        context: context length in tokens (learned positions of ``gpt2``).
-        width: model width; ``heads`` must divide it (even head dimension for ``llama``).
-        depth: number of blocks.
-        heads: attention heads.
-        dtype: compute dtype name, ``"float32"`` or ``"bfloat16"``.
-    """
-
-    arch: str
-    vocab: int
-    context: int
-    width: int
-    depth: int
-    heads: int
-    dtype: str = "float32"
-
-    @property
-    def head_dim(self) -> int:
-        return self.width // self.heads
-
-    @property
-    def mlp_width(self) -> int:
-        if self.arch == "gpt2":
-            return 4 * self.width
-        return 8 * math.ceil(8 * self.width / 3 / 8)
-
-
-def check_config(cfg: LMConfig) -> str | None:
-    """A one-line problem with ``cfg`` (naming the option), or None.
-
-    >>> check_config(LMConfig("gpt2", 259, 64, 48, 2, 5))
-    'options.heads=5: must divide options.width=48'
-    """
-    if cfg.arch not in ARCHS:
-        return f"options.arch={cfg.arch!r}: allowed values are {list(ARCHS)}"
-    if cfg.width % cfg.heads:
-        return f"options.heads={cfg.heads}: must divide options.width={cfg.width}"
-    if cfg.arch == "llama" and cfg.head_dim % 2:
-        return (f"options.heads={cfg.heads}: llama's rotary positions need an even head "
-                f"dimension (width / heads = {cfg.head_dim})")
-    return None
 
 
 def num_params(cfg: LMConfig) -> int:

@@ -98,7 +98,7 @@ def test_console_script_entry_point(tmp_path):
 def test_command_start_leaves_the_network_libraries_unloaded():
     """Starting the command (``import collapse_jax.cli``: every family registered) imports
     neither flax nor optax, about 0.5 s of every command's start (benchmarks/startup.py); a
-    neural family loads them when its chain is built."""
+    neural family, registered with ``model.lazy_factory``, loads them when its chain is built."""
     code = ("import sys, collapse_jax.cli\n"
             "print(sorted(m for m in ('flax', 'optax') if m in sys.modules))\n"
             "from collapse_jax import StaticConfig, chain\n"

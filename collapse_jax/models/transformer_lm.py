@@ -49,19 +49,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from collapse_jax.config import NONNEGATIVE, POSITIVE, ConfigError, HparamRange, StaticConfig
 from collapse_jax.data.text import LONG_DOCUMENTS, TEXT_SOURCES
 from collapse_jax.data.tokenize import SPECIALS, TOKENIZERS, decode_bytes, vocab_size
 from collapse_jax.files import write_text
-from collapse_jax.fitting import FitConfig, make_net_init_fit
-from collapse_jax.model import GenerativeModel, make_source, register_model
+from collapse_jax.fitting import FitConfig
+from collapse_jax.model import lazy_factory, make_source, register_model
 from collapse_jax.models.lm.config import ARCHS, LMConfig, check_config
-from collapse_jax.models.lm.decode import START_MODES, Specials, decode_batched, start_prefix
-from collapse_jax.models.lm.metrics import chunked_nll, mean_nll, sample_metrics
+from collapse_jax.models.lm.decode import START_MODES, Specials
 
 #: Seed of the fixed evaluation samples (common random numbers across generations and chains).
 EVAL_SEED = 4321
@@ -136,7 +133,7 @@ def _check(static: StaticConfig) -> None:
         raise ConfigError(problem)
 
 
-@register_model(
+register_model(
     "transformer_lm",
     source="kjv",
     hparams={"lr": 1e-3, "temperature": 1.0, "top_k": 0.0, "top_p": 1.0},
@@ -155,53 +152,7 @@ def _check(static: StaticConfig) -> None:
              "options": {"width": 8, "depth": 1, "heads": 2, "batch": 4, "budget": "steps",
                          "steps": 2, "warmup": 0, "eval_samples": 4, "eval_batch": 4,
                          "sample_batch": 4, "long_documents": "split"}},
-)
-def make_transformer_lm(static: StaticConfig) -> GenerativeModel:
-    """Transformer LM family for a StaticConfig (options: see the module docstring)."""
-    from flax import nnx  # the network's libraries load when a chain is built, not on import
-
-    from collapse_jax.models.lm.net import empty_cache, init_state, split_module
-
-    _check(static)
-    cfg = lm_config(static)
-    sp = specials(static)
-    graphdef, abstract = split_module(cfg)
-    init_net = lambda key: init_state(key, abstract, cfg.depth)
-    m_eval, eval_batch = _opt(static, "eval_samples"), _opt(static, "eval_batch")
-    sample_batch, start = _opt(static, "sample_batch"), _opt(static, "start")
-
-    def forward(state):
-        return nnx.merge(graphdef, state)
-
-    def loss(state, docs, key, hparams):
-        del key, hparams
-        return mean_nll(forward(state), docs)
-
-    init, fit = make_net_init_fit(fit_config(static), loss, init_net)
-
-    def generate(key, state, real, hparams, num):
-        k_start, k_decode = jax.random.split(key)
-        net = forward(state)
-        prefix = start_prefix(k_start, start, real.train, num, sp)
-        return decode_batched(net.decode_step, lambda b: empty_cache(cfg, b), k_decode, prefix,
-                              hparams, sp, cfg.context, sample_batch)
-
-    def sample(key, params, real, hparams, num):
-        return generate(key, params["net"], real, hparams, num)
-
-    def evaluate(params, real, hparams):
-        total, count = chunked_nll(forward(params["net"]), real.test, eval_batch)
-        ce = total / jnp.maximum(count, jnp.float32(1.0))
-        bpb = total / jnp.float32(LN2) / jnp.maximum(real.truth["test_bytes"], 1.0)
-        gen = generate(jax.random.key(EVAL_SEED), params["net"], real, hparams, m_eval)
-        return {
-            "cross_entropy": ce, "bits_per_byte": bpb, "perplexity": jnp.exp(ce),
-            **sample_metrics(gen, real.train, sp.bos, sp.eos, sp.pad, cfg.vocab),
-            "train_loss": params["fit"]["train_loss"],
-            "wasted_step_fraction": params["fit"]["wasted_step_fraction"],
-        }
-
-    return GenerativeModel(init, fit, sample, evaluate)
+)(lazy_factory("collapse_jax.models.transformer_lm_chain", "make_transformer_lm"))
 
 
 # ----------------------------------------------------------------------------------------------

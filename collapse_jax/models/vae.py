@@ -52,8 +52,7 @@ import numpy as np
 
 from collapse_jax.config import POSITIVE, ConfigError, StaticConfig
 from collapse_jax.data.images import IMAGE_SOURCES
-from collapse_jax.fitting import FitConfig, make_net_init_fit
-from collapse_jax.model import GenerativeModel, register_model
+from collapse_jax.model import lazy_factory, register_model
 
 #: Seed of the fixed evaluation noise (common random numbers across generations and chains).
 EVAL_SEED = 1234
@@ -109,7 +108,7 @@ def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> 
                              title="samples by generation (first chain of each regime)")]
 
 
-@register_model(
+register_model(
     "vae",
     source="digits",
     hparams={"lr": 1e-3},
@@ -138,72 +137,7 @@ def render_samples(samples: dict, static: StaticConfig, out_dir: str | Path) -> 
         "pixel_sample": "samples are the decoder's pixel means, or Bernoulli draws of them",
         "eval_samples": "generated images the sample-quality metrics use",
     },
-)
-def make_vae(static: StaticConfig) -> GenerativeModel:
-    """VAE family for a StaticConfig (see the module docstring for options)."""
-    from flax import nnx  # the network's libraries load when a chain is built, not on import
-
-    from collapse_jax.models.nn import lecun_normal_state
-    from collapse_jax.models.vae_net import VAE, elbo_terms
-
-    d = static.d
-    hidden = _opt(static, "hidden", 128)
-    latent = _opt(static, "latent", 8)
-    m_eval = _opt(static, "eval_samples", 256)
-    bernoulli = _opt(static, "pixel_sample", "mean") == "bernoulli"
-    cfg = FitConfig(
-        batch=_opt(static, "batch", 64),
-        init_mode=_opt(static, "init_mode", "reinit"),
-        budget=_opt(static, "budget", "steps"),
-        steps=_opt(static, "steps", 300),
-        epochs=_opt(static, "epochs", 1),
-    )
-    graphdef, abstract = nnx.split(
-        nnx.eval_shape(lambda: VAE(d, hidden, latent, rngs=nnx.Rngs(0))))
-    init_net = lambda key: lecun_normal_state(key, abstract)
-
-    def loss(net_state, x, key, hparams):
-        del hparams
-        net = nnx.merge(graphdef, net_state)
-        eps = jax.random.normal(key, (x.shape[0], latent), jnp.float32)
-        recon, kl = elbo_terms(net, x, eps)
-        return jnp.mean(recon + kl)
-
-    init, fit = make_net_init_fit(cfg, loss, init_net)
-
-    def _generate(key, net_state, num):
-        k_z, k_px = jax.random.split(key)
-        net = nnx.merge(graphdef, net_state)
-        z = jax.random.normal(k_z, (num, latent), jnp.float32)
-        probs = jax.nn.sigmoid(net.decode(z))
-        if bernoulli:
-            return jax.random.bernoulli(k_px, probs).astype(jnp.float32)
-        return probs
-
-    def sample(key, params, real, hparams, num):
-        del real, hparams
-        return _generate(key, params["net"], num)
-
-    def evaluate(params, real, hparams):
-        del hparams
-        k_eps, k_gen = jax.random.split(jax.random.key(EVAL_SEED))
-        net = nnx.merge(graphdef, params["net"])
-        x = real.test
-        eps = jax.random.normal(k_eps, (x.shape[0], latent), jnp.float32)
-        recon, kl = elbo_terms(net, x, eps)
-        gen = _generate(k_gen, params["net"], m_eval)
-        probs = jax.nn.softmax(gen @ real.truth["probe_w"] + real.truth["probe_b"][None, :])
-        return {
-            "neg_elbo": jnp.mean(recon + kl),
-            "recon": jnp.mean(recon),
-            "kl": jnp.mean(kl),
-            **class_metrics(probs),
-            "mmd": mmd2(gen, x[:MMD_REFERENCE]),
-            "train_loss": params["fit"]["train_loss"],
-            "wasted_step_fraction": params["fit"]["wasted_step_fraction"],
-        }
-
-    return GenerativeModel(init, fit, sample, evaluate)
+)(lazy_factory("collapse_jax.models.vae_chain", "make_vae"))
 
 
 def class_metrics(probs: jax.Array) -> dict[str, jax.Array]:

@@ -199,12 +199,15 @@ class Prefetch:
 
     def get(self, i: int) -> Any:
         future = self._futures.pop(i, None)
+        # a group not started ahead (the first) is prepared before the next is started: tracing
+        # holds the GIL, so the two would share it and the first group's chains start later
+        ready = self._prepare(i) if future is None else None
         pos = self._order.index(i)
         if self._pool is not None:
             for j in self._order[pos + 1:pos + 1 + self._ahead]:
                 if j not in self._futures:
                     self._futures[j] = self._pool.submit(self._prepare, j)
-        return self._prepare(i) if future is None else future.result()
+        return ready if future is None else future.result()
 
     def __enter__(self) -> Prefetch:
         return self

@@ -48,23 +48,78 @@ def write_part(path: str | os.PathLike, columns: Mapping[str, np.ndarray],
         pq.write_table(pa.table(fields), tmp)
 
 
-def load_columns(paths: Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
-    """The numeric columns of the parts at ``paths`` (``write_part``), concatenated and sorted by
-    ``SORT_COLUMNS``; the text columns are left out (they follow from ``_group``).
+def read_part(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The numeric columns of one part (``write_part``) as the exact arrays written; the text
+    columns are left out (they follow from ``_group``)."""
+    t = pq.read_table(path)
+    return {name: t.column(name).to_numpy() for name in t.column_names
+            if not pa.types.is_dictionary(t.schema.field(name).type)}
+
+
+def load_columns(paths: Sequence[str | os.PathLike],
+                 held: Mapping[str, Mapping[str, np.ndarray]] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """The numeric columns of the parts at ``paths`` (``read_part``), concatenated and sorted by
+    ``SORT_COLUMNS``. ``held`` maps a part's file name to the columns it was written from, still
+    in memory: those are not read back.
 
     Returns an empty dict when there are no rows.
     """
+    held = held or {}
     parts = []
     for p in paths:
-        t = pq.read_table(p)
-        part = {name: t.column(name).to_numpy() for name in t.column_names
-                if not pa.types.is_dictionary(t.schema.field(name).type)}
-        if part and t.num_rows:
+        name = os.fspath(p).rsplit(os.sep, 1)[-1]
+        part = held[name] if name in held else read_part(p)
+        if part and len(next(iter(part.values()))):
             parts.append(part)
     if not parts:
         return {}
+    placed = _place_blocks(parts)
+    if placed is not None:
+        return placed
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return sort_columns(cols)
+
+
+def _block(part: Mapping[str, np.ndarray]) -> tuple[int, np.ndarray, int, int] | None:
+    """``(group, chains, first generation, generations)`` of a part whose rows are whole chains
+    of consecutive generations, chain-major (as a run writes them), else None."""
+    group, chain, gen = (np.asarray(part[k]) for k in SORT_COLUMNS)
+    first = int(gen[0])
+    width = int(gen.max()) - first + 1
+    if len(gen) % width or not np.all(group == group[0]):
+        return None
+    chain, gen = chain.reshape(-1, width), gen.reshape(-1, width)
+    if not (np.all(gen == np.arange(first, first + width)) and np.all(chain == chain[:, :1])):
+        return None
+    return int(group[0]), chain[:, 0].astype(np.int64), first, width
+
+
+def _place_blocks(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray] | None:
+    """The parts' rows in ``SORT_COLUMNS`` order, each part copied once into its place, when
+    together they cover every (group, chain, generation) of a full grid exactly once (a
+    finished run); else None. Concatenating then sorting a 10,000-seed sweep's 9M rows took
+    ~2.8 s, this a fraction of it."""
+    blocks = [_block(p) for p in parts]
+    if any(b is None for b in blocks) or any(set(p) != set(parts[0]) for p in parts):
+        return None
+    groups = max(b[0] for b in blocks) + 1
+    chains = max(int(b[1].max()) for b in blocks) + 1
+    gens = max(b[2] + b[3] for b in blocks)
+    if min(int(b[1].min()) for b in blocks) < 0 or sum(len(b[1]) * b[3] for b in blocks) != \
+            groups * chains * gens:
+        return None
+    seen = np.zeros((groups * chains, gens), np.int8)
+    for group, ids, first, width in blocks:
+        seen[group * chains + ids, first:first + width] += 1
+    if not np.all(seen == 1):
+        return None
+    out = {k: np.empty(groups * chains * gens, np.asarray(v).dtype) for k, v in parts[0].items()}
+    for part, (group, ids, first, width) in zip(parts, blocks, strict=True):
+        rows = group * chains + ids
+        for k, v in part.items():
+            out[k].reshape(-1, gens)[rows, first:first + width] = np.asarray(v).reshape(-1, width)
+    return out
 
 
 def sort_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -152,5 +207,5 @@ def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_parquet(tmp, index=False)
 
 
-__all__ = ["frame", "load_columns", "save_arrays", "sort_columns", "strings", "write_csv",
-           "write_parquet", "write_part"]
+__all__ = ["frame", "load_columns", "read_part", "save_arrays", "sort_columns", "strings",
+           "write_csv", "write_parquet", "write_part"]

@@ -4,9 +4,11 @@ everything drawn inside the figure (nothing clipped) with the fixed layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 import collapse_jax as cj
@@ -64,3 +66,19 @@ def test_plot_all_writes_a_png_per_metric(results, tmp_path):
     paths = plot_all(results, tmp_path)
     assert sorted(p.name for p in paths) == sorted(f"{m}.png" for m in results.metrics)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_metric_blocks_of_whole_chains_match_the_pivot_of_any_row_order(results):
+    """The chains-as-rows grouping (a run's table) gives the blocks the row-wise pivot gives for
+    the same rows in another order: same facets, regimes in table order, chains by seed."""
+    fast = metric_blocks(results)
+    shuffled = results.table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    slow = metric_blocks(dataclasses.replace(results, table=shuffled, derived={}))
+    assert list(fast) == list(slow) and len(fast) == 4
+    for facet, by_regime in fast.items():
+        assert list(by_regime) == ["replace", "accumulate"]
+        assert list(slow[facet]) in (["replace", "accumulate"], ["accumulate", "replace"])
+        for regime, arrays in by_regime.items():
+            for metric, v in arrays.items():
+                assert v.shape == (4, 5) and v.dtype == np.float64
+                np.testing.assert_array_equal(v, slow[facet][regime][metric])

@@ -16,8 +16,11 @@ import pytest
 from conftest import child_env
 
 import collapse_jax as cj
-from collapse_jax import cli
+from collapse_jax import cli, tables
+from collapse_jax import store as store_mod
+from collapse_jax.analyze import load_run
 from collapse_jax.config import ConfigError
+from collapse_jax.results import write_results
 from collapse_jax.tables import write_csv
 
 
@@ -96,6 +99,21 @@ def test_table_in_memory_equals_table_from_parts(tmp_path):
     mem = cj.run_experiment(EXP).table
     disk = cj.run_experiment(EXP, out_dir=tmp_path / "o").table
     assert mem.equals(disk) and (mem.dtypes == disk.dtypes).all()
+
+
+@pytest.mark.parametrize("hold_bytes", [store_mod.HOLD_BYTES, 0])
+def test_finish_reads_back_only_the_parts_it_does_not_hold(tmp_path, monkeypatch, hold_bytes):
+    """The rows a run wrote stay in memory for its table (``store.HOLD_BYTES``; past it they
+    are read back): the same table either way, and the same as a reader of the parts gets."""
+    monkeypatch.setattr(store_mod, "HOLD_BYTES", hold_bytes)
+    reads = []
+    real_read = tables.read_part
+    monkeypatch.setattr(tables, "read_part", lambda p: reads.append(p) or real_read(p))
+    res = cj.run_experiment(EXP, out_dir=tmp_path / "o")
+    assert (len(reads) == 0) == (hold_bytes > 0)
+    write_results(res, tmp_path / "o")  # config.json, for load_run
+    table, disk = res.table, load_run(tmp_path / "o").table
+    assert table.equals(disk) and (table.dtypes == disk.dtypes).all()
 
 
 def test_resume_refuses_a_different_experiment(tmp_path):

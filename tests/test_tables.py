@@ -110,3 +110,28 @@ def test_csv_and_parquet_read_back_to_the_same_values(tmp_path):
     pq = pd.read_parquet(tmp_path / "t.parquet")
     assert (pq.dtypes == t.dtypes).all()
     pd.testing.assert_frame_equal(pq, t)
+
+
+def test_a_full_grid_of_parts_is_placed_without_sorting_and_the_rest_falls_back(monkeypatch):
+    rng = np.random.default_rng(2)
+    grid = [_part(1, [0, 2], 0, 2, rng), _part(0, [0, 1, 2], 0, 5, rng), _part(1, [1], 0, 5, rng),
+            _part(1, [0, 2], 2, 3, rng)]
+    ref = tables.sort_columns({k: np.concatenate([p[k] for p in grid]) for k in grid[0]})
+    with monkeypatch.context() as m:  # a finished run's parts: placed, never sorted
+        m.setattr(tables, "sort_columns", lambda cols: 1 / 0)
+        placed = tables.load_columns([], held={})  # nothing: empty
+        assert placed == {}
+        held = {f"p{i}": p for i, p in enumerate(grid)}
+        placed = tables.load_columns(list(held), held=held)
+    assert set(placed) == set(ref)
+    for k in ref:
+        assert placed[k].dtype == ref[k].dtype and np.array_equal(placed[k], ref[k]), k
+    # not a grid: a missing block, a block twice, a block with a gap in its generations
+    twice = grid + [grid[2]]
+    gap = [*grid[:3], {k: np.delete(v, [0, 3]) for k, v in grid[3].items()}]
+    for parts in (grid[1:], twice, gap):
+        held = {f"p{i}": p for i, p in enumerate(parts)}
+        cols = tables.load_columns(list(held), held=held)
+        merged = tables.sort_columns({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        for k in merged:
+            assert np.array_equal(cols[k], merged[k]), k

@@ -20,6 +20,7 @@ import collections
 import functools
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -156,17 +157,28 @@ COMPILER_OPTIONS: dict[str, dict[str, Any] | None] = {
     "optimized": None, "fast": {"xla_backend_optimization_level": 0}}
 
 
-def _compile(fn: Callable, example: tuple, mode: str = "optimized") -> Any:
-    """``fn.lower(*example).compile()`` with ``mode``'s options, cached by the abstract signature
-    of ``example`` and the mode."""
-    sig = (fn, abstract_signature(example, sharding=True), mode)
-    if sig in _EXECUTABLES:
-        _EXECUTABLES.move_to_end(sig)
+def _compile(jobs: list[tuple[Callable, tuple]], mode: str = "optimized") -> list[Any]:
+    """``fn.lower(*example).compile()`` of each ``(fn, example)`` with ``mode``'s options, cached
+    by the abstract signature of ``example`` and the mode. The programs not cached are lowered
+    one after another (Python, under the GIL) and then compiled at once on threads (XLA
+    releases the GIL): a group's init and advance programs take the time of the longer one on
+    two free cores, not their sum."""
+    sigs = [(fn, abstract_signature(example, sharding=True), mode) for fn, example in jobs]
+    todo = {sig: fn.lower(*example) for sig, (fn, example) in zip(sigs, jobs, strict=True)
+            if sig not in _EXECUTABLES}
+    if len(todo) > 1:
+        with ThreadPoolExecutor(len(todo), "collapse-jax-compile") as pool:
+            done = dict(zip(todo, pool.map(
+                lambda low: low.compile(COMPILER_OPTIONS[mode]), todo.values()), strict=True))
     else:
-        _EXECUTABLES[sig] = fn.lower(*example).compile(COMPILER_OPTIONS[mode])
-        while len(_EXECUTABLES) > MAX_EXECUTABLES:
-            _EXECUTABLES.popitem(last=False)
-    return _EXECUTABLES[sig]
+        done = {sig: low.compile(COMPILER_OPTIONS[mode]) for sig, low in todo.items()}
+    out = [done[sig] if sig in done else _EXECUTABLES[sig] for sig in sigs]
+    for sig, executable in zip(sigs, out, strict=True):
+        _EXECUTABLES[sig] = executable
+        _EXECUTABLES.move_to_end(sig)
+    while len(_EXECUTABLES) > MAX_EXECUTABLES:
+        _EXECUTABLES.popitem(last=False)
+    return out
 
 
 #: Environment variable: directory of the persistent compilation cache collapse_jax turns on
@@ -248,16 +260,19 @@ def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTr
     hp = {k: jax.ShapeDtypeStruct((plan.chunk_size,), np.asarray(v).dtype, sharding=sh)
           for k, v in hparams.items()}
     scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
-    init = _compile(init_program(static, impl, mesh), (root_data, ids, hp, args_g), mode)
+    jobs = {"init": (init_program(static, impl, mesh), (root_data, ids, hp, args_g))}
     state, real = abstract_state(static, args_g, plan.chunk_size, mesh)
-    advance = snap = None
     if static.generations > 1:
-        advance = _compile(advance_program(static, impl, mesh, plan.generation_chunk),
-                           (state, real, scalar, scalar, root_data, ids, hp, args_g), mode)
-        _check_memory(advance, plan, memory_budget(), static)
+        jobs["advance"] = (advance_program(static, impl, mesh, plan.generation_chunk),
+                           (state, real, scalar, scalar, root_data, ids, hp, args_g))
     if snapshot > 0:
-        snap = _compile(snapshot_program(static, impl, mesh, snapshot),
-                        (state, real, scalar, root_data, ids, hp), mode)
+        jobs["snapshot"] = (snapshot_program(static, impl, mesh, snapshot),
+                            (state, real, scalar, root_data, ids, hp))
+    compiled = dict(zip(jobs, _compile(list(jobs.values()), mode), strict=True))
+    advance = compiled.get("advance")
+    if advance is not None:
+        _check_memory(advance, plan, memory_budget(), static)
+    init, snap = compiled["init"], compiled.get("snapshot")
     return Programs(init, advance, snap)
 
 

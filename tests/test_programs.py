@@ -115,3 +115,40 @@ def test_fast_compile_mode_passes_its_options_and_keeps_its_own_programs(monkeyp
         np.testing.assert_allclose(out["fast"].metrics[name], v, rtol=1e-4, err_msg=name)
     with pytest.raises(ConfigError, match=r"compile='fastest': unknown.*allowed: optimized, fast"):
         cj.validate(cj.Experiment(name="x", model="gaussian", compile="fastest"))
+
+
+def test_a_groups_programs_compile_at_once_on_threads_and_only_once(monkeypatch):
+    """``compile_sweep`` lowers a group's programs in turn, then compiles them concurrently (XLA
+    releases the GIL, so init and advance take the longer one's time on two cores); a second
+    sweep of the same shapes compiles nothing."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from collapse_jax import programs
+
+    programs.clear_caches()
+    spans = []
+    compile_ = jax.stages.Lowered.compile
+
+    def spy(self, compiler_options=None):
+        start = time.monotonic()
+        time.sleep(0.3)  # long enough for the other thread to start too, if it runs at once
+        out = compile_(self, compiler_options)
+        spans.append((threading.current_thread().name, start, time.monotonic()))
+        return out
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", spy)
+    static = cj.StaticConfig(model="gaussian", regime="replace", n0=12, n=12, d=2,
+                             generations=4, n_test=16)
+    hp = {"sigma": 1.0, "scale": 1.0}
+    first = cj.run_sweep(static, jax.random.key(3), np.arange(4), hp, {})
+    assert len(spans) == 2, spans  # init and advance
+    assert all(name.startswith("collapse-jax-compile") for name, _, _ in spans), spans
+    (_, a0, a1), (_, b0, b1) = spans
+    assert max(a0, b0) < min(a1, b1), spans  # the two compiles overlapped in time
+    again = cj.run_sweep(static, jax.random.key(3), np.arange(4), hp, {})
+    assert len(spans) == 2, spans
+    for name, v in first.metrics.items():
+        np.testing.assert_array_equal(again.metrics[name], v, err_msg=name)

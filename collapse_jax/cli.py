@@ -199,11 +199,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     if not lead:
         return 0
+    t_write = time.perf_counter()
     write_results(results, args.out, csv=True if args.csv else None)
+    t_figures = time.perf_counter()
     figures = plot_all(results, args.out)
     if analyze.size_fields(spec.swept):  # a sweep over data volume: scaling.csv / scaling.png
         figures += analyze.analyze(results, args.out)[1:]
-    wall = time.perf_counter() - t0
+    t_end = time.perf_counter()
+    wall = t_end - t0
     if not args.quiet:
         compile_s = sum(g["compile_seconds"] for g in results.groups)
         run_s = sum(g["run_seconds"] for g in results.groups)
@@ -211,7 +214,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(final.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(format_flags(results))
         print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} "
-              f"(compile {compile_s:.1f} s, run {run_s:.1f} s, total {wall:.1f} s)")
+              f"(compile {compile_s:.1f} s, run {run_s:.1f} s, table "
+              f"{results.table_seconds:.1f} s, writing {t_figures - t_write:.1f} s, figures "
+              f"{t_end - t_figures:.1f} s, total {wall:.1f} s)")
     return 0
 
 

@@ -164,6 +164,7 @@ def run_experiment(
                            "compile_seconds": setup.compile_seconds,
                            "run_seconds": run_seconds})
         report.close()
+        t_table = time.perf_counter()
         if store is not None:
             cols = store.finish()
             samples = store.load_samples()
@@ -177,7 +178,8 @@ def run_experiment(
     if jax.process_index() == 0:
         check_complete(spec, cols)
     table = build_table(spec, cols)
-    return Results(table, spec, groups, metric_names(spec, table), samples)
+    return Results(table, spec, groups, metric_names(spec, table), samples,
+                   table_seconds=time.perf_counter() - t_table)
 
 
 #: Compile the next group of a run while the current one runs (one group ahead; 0: none).

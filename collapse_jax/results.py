@@ -48,6 +48,8 @@ class Results:
         metrics: metric names in display order.
         samples: ``{group index: {generation: samples}}`` of each group's first chain, where
             the family keeps snapshots (``ModelSpec.snapshot``), else empty.
+        table_seconds: seconds from the last chain to the table (waiting for the last parts,
+            assembling and checking the rows).
         derived: arrays computed once from ``table`` and shared by the figures and the
             scaling analysis (``plots.metric_blocks``), each kept with the table it came from.
 
@@ -66,6 +68,7 @@ class Results:
     groups: list[dict[str, Any]]
     metrics: tuple[str, ...]
     samples: dict[int, dict[int, Any]] = dataclasses.field(default_factory=dict)
+    table_seconds: float = 0.0
     derived: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -8,6 +8,7 @@ a different run is refused.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -45,14 +46,21 @@ def test_run_writes_table_config_summary_and_figures(tmp_path, capsys):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
-def test_config_by_name_and_regime_override(tmp_path):
+def test_config_by_name_and_regime_override(tmp_path, capsys):
     out = tmp_path / "lr"
     code = cli.main(["run", "linear_regression", "--set", "regime=accumulate", "--set",
                      "seeds=2", "--set", "generations=3", "--set", "n=10", "--set", "d=3",
-                     "--out", str(out), "--quiet"])
+                     "--out", str(out)])
     assert code == 0
     table = pd.read_csv(out / "metrics.csv")
     assert set(table["regime"]) == {"accumulate"} and len(table) == 6
+    # the last line splits the wall time: compile, chains, table, writing, figures
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    found = re.search(r"\(compile (\S+) s, run (\S+) s, table (\S+) s, writing (\S+) s, "
+                      r"figures (\S+) s, total (\S+) s\)$", last)
+    assert found and last.startswith(f"6 rows, 4 figures -> {out} "), last
+    *phases, total = map(float, found.groups())
+    assert min(phases) >= 0 and sum(phases) <= total + 0.3, last
 
 
 @pytest.mark.parametrize("args,field", [

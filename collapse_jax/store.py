@@ -370,13 +370,23 @@ class RunStore:
         """The run's columns from its parts, sorted: process 0 reads every process's parts
         (after all have written theirs), other processes return their own rows. Parts this
         store wrote come from memory (``HOLD_BYTES``), the others (before a resume, other
-        processes') from disk."""
+        processes') from disk; in a one-process run that holds its rows, the table is
+        assembled while the last parts are still being written."""
+        cols = None
+        if self.nproc == 1 and self._held is not None:
+            # parts on disk now are complete (written atomically): those of an earlier process
+            # before a resume, and some of the held ones
+            names = {p.name for p in self.parts.iterdir() if parse_part_name(p.name)}
+            cols = load_columns([self.parts / n for n in sorted(names | set(self._held))],
+                                self._held)
         self._drain()
         if self._pending is not None and self._pending["generation"] >= self._pending["plan"][
                 "generations"]:
             self._save(None)  # the run's end: a resume of a finished run has nothing to do
         self.ckpt.wait()
         barrier("collapse_jax_parts_written")
+        if cols is not None:
+            return cols
         names = sorted(p for p in self.parts.iterdir() if parse_part_name(p.name) is not None)
         if self.process != 0:
             names = [p for p in names if parse_part_name(p.name)[3] == self.process]

@@ -6,12 +6,15 @@ Command:
 Setting (Kazdan et al. 2024; Shumailov et al. 2024): d = 10, real data N(0, I), n in {10, 32, 100}
 examples per generation (n0 = n), 100 generations, 100 seeds, MLE covariance.
 
-Expected runtime on 2 CPU cores: 84 s on the idle machine (9 compiles: 62 s, running 13 s;
-replace and accumulate use the Gaussian's exact fast path); re-measured after the chi-square
-stream and sample-path changes with the cores shared (load average 6-8): 148 s (compiles 125 s,
-running 13 s). Measured g = 99 trace ratio (mean +- s.e., 100 seeds): replace 1e-6 / 0.038 +-
-0.009 / 0.43 +- 0.08, accumulate 0.84 / 0.96 / 0.99, accumulate_subsample 0.69 / 0.95 / 0.98 for
-n = 10 / 32 / 100.
+Expected runtime on 2 CPU cores: 42-50 s with an empty compilation cache and 13-17 s with the
+programs in the persistent cache (2026-12-04, a fast phase of the machine; 75-148 s cold in
+slower phases earlier): 9 groups of an init and an advance program, whose compiling is most of
+it (87% cold, 55% warm; running 5-7 s; replace and accumulate use the Gaussian's exact fast
+path; benchmarks/README.md, the compile report).
+
+Measured g = 99 trace ratio (mean +- s.e., 100 seeds): replace 1e-6 / 0.038 +- 0.009 / 0.43 +-
+0.08, accumulate 0.84 / 0.96 / 0.99, accumulate_subsample 0.69 / 0.95 / 0.98 for n = 10 / 32 /
+100.
 
 Expected result: under replace the trace ratio follows ((n-1)/n)^(g+1) (dashed theory line):
 at g = 99 about 3.7e-5 for n = 10, 0.044 for n = 32, 0.37 for n = 100; the mean error rises

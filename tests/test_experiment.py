@@ -75,7 +75,9 @@ def test_exception_in_a_later_group_leaves_earlier_rows_on_disk(tmp_path, monkey
     # the rows on disk are exactly those of an uninterrupted run
     monkeypatch.undo()
     full = E.run_experiment(dataclasses.replace(exp, regimes=("replace",))).table
-    pd.testing.assert_frame_equal(table, full, check_dtype=False)
+    text = full.select_dtypes("category").columns  # the CSV reads text back as strings
+    pd.testing.assert_frame_equal(table, full.astype(dict.fromkeys(text, "str")),
+                                  check_dtype=False)
 
 
 def _exp(**kw):

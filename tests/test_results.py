@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,3 +47,22 @@ def test_summary_json_and_cli_report_flag_counts(gaussian_extremes, tmp_path):
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["collapsed"].dtype == bool and len(table) == 8 * 5
     assert "collapsed" not in r.metrics and "nonfinite" not in r.metrics  # not plotted
+
+
+def test_check_complete_names_missing_and_repeated_rows():
+    from collapse_jax.results import check_complete, columns
+    from collapse_jax.tables import sort_columns
+    from collapse_jax.validate import resolve
+
+    spec = resolve(cj.Experiment(name="cc", model="gaussian", regimes=("replace", "accumulate"),
+                                 seeds=3, generations=4, n=8, d=2, n_test=8))
+    parts = [columns(spec, g, {"trace_ratio": np.ones((3, 4), np.float32)}, np.arange(3), 0)
+             for g in range(2)]
+    cols = sort_columns({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    check_complete(spec, cols)  # every (group, chain, generation) once
+    drop = {k: v[1:] for k, v in cols.items()}
+    with pytest.raises(RuntimeError, match=r"has 23 rows \(23 distinct"):
+        check_complete(spec, drop)
+    twice = {k: v[np.r_[0, 0:23]] for k, v in cols.items()}  # row 0 twice, the last missing
+    with pytest.raises(RuntimeError, match=r"has 24 rows \(23 distinct"):
+        check_complete(spec, twice)

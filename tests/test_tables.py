@@ -79,11 +79,14 @@ def test_sort_columns_agrees_with_a_lexsort_on_full_grids_and_on_partial_or_dupl
         got = tables.sort_columns(cols)
         for k in cols:
             assert np.array_equal(got[k], cols[k][want]), (name, k)
-def test_string_column_is_the_default_string_dtype():
+def test_text_column_is_categorical_like_the_datasets():
+    """The table's text columns have the dtype the Parquet dataset's read back with: one code
+    per row over the distinct names (a name listed twice is one category)."""
     codes = np.array([0, 1, 1, 0, 2], np.int64)
     s = tables.strings(["replace", "accumulate", "replace"], codes)
     assert s.tolist() == ["replace", "accumulate", "accumulate", "replace", "replace"]
-    assert s.dtype == pd.Series(["x"]).dtype
+    assert isinstance(s.dtype, pd.CategoricalDtype)
+    assert list(s.cat.categories) == ["replace", "accumulate"] and s.cat.codes.dtype == np.int8
 
 
 def test_csv_and_parquet_read_back_to_the_same_values(tmp_path):

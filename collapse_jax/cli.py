@@ -205,18 +205,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     figures = plot_all(results, args.out)
     if analyze.size_fields(spec.swept):  # a sweep over data volume: scaling.csv / scaling.png
         figures += analyze.analyze(results, args.out)[1:]
-    t_end = time.perf_counter()
-    wall = t_end - t0
+    wall = (t_end := time.perf_counter()) - t0
     if not args.quiet:
         compile_s = sum(g["compile_seconds"] for g in results.groups)
         run_s = sum(g["run_seconds"] for g in results.groups)
         final = results.final()
         print(final.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print(format_flags(results))
-        print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} "
-              f"(compile {compile_s:.1f} s, run {run_s:.1f} s, table "
-              f"{results.table_seconds:.1f} s, writing {t_figures - t_write:.1f} s, figures "
-              f"{t_end - t_figures:.1f} s, total {wall:.1f} s)")
+        split = (f"compile {compile_s:.1f} s, run {run_s:.1f} s, table {results.table_seconds:.1f}"
+                 f" s, writing {t_figures - t_write:.1f} s, figures {t_end - t_figures:.1f} s")
+        print(f"{len(results.table)} rows, {len(figures)} figures -> {args.out} ({split}, total "
+              f"{wall:.1f} s)")
     return 0
 
 

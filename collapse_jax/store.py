@@ -58,9 +58,8 @@ CHECKPOINT_SHARE = 0.1
 #: Parts of finished chunks waiting to be written at most (then the run waits for the oldest).
 MAX_PENDING_PARTS = 8
 
-#: Bytes of finished rows a ``RunStore`` keeps in memory after writing them, so that ``finish``
-#: need not read its own parts back (reading a 9M-row sweep's parts took ~4 s); past this, the
-#: parts are read from disk at the end as before.
+#: Bytes of written rows a ``RunStore`` keeps for ``finish``, which then need not read its own
+#: parts back (a 9M-row sweep's: ~4 s); past this it reads them as before.
 HOLD_BYTES = 2 * 2**30
 
 
@@ -335,13 +334,11 @@ class RunStore:
 
     def _hold(self, name: str, columns: dict[str, np.ndarray]) -> None:
         """Keep a written part's columns for ``finish`` while they fit ``HOLD_BYTES``."""
-        if self._held is None:
-            return
-        self._held_bytes += sum(np.asarray(v).nbytes for v in columns.values())
-        if self._held_bytes > HOLD_BYTES:
-            self._held = None  # too many rows to keep: finish reads the parts back
-        else:
+        if self._held is not None:
             self._held[name] = columns
+            self._held_bytes += sum(np.asarray(v).nbytes for v in columns.values())
+            if self._held_bytes > HOLD_BYTES:
+                self._held = None  # too many rows to keep: finish reads the parts back
 
     def flush(self, state: PyTree | None) -> None:
         """Checkpoint the last finished boundary now (``state`` after it; None when its chain
@@ -369,13 +366,10 @@ class RunStore:
     def finish(self) -> dict[str, np.ndarray]:
         """The run's columns from its parts, sorted: process 0 reads every process's parts
         (after all have written theirs), other processes return their own rows. Parts this
-        store wrote come from memory (``HOLD_BYTES``), the others (before a resume, other
-        processes') from disk; in a one-process run that holds its rows, the table is
-        assembled while the last parts are still being written."""
+        store wrote come from memory (``HOLD_BYTES``; one process: while the last ones are
+        still being written), the others (before a resume, other processes') from disk."""
         cols = None
-        if self.nproc == 1 and self._held is not None:
-            # parts on disk now are complete (written atomically): those of an earlier process
-            # before a resume, and some of the held ones
+        if self.nproc == 1 and self._held is not None:  # parts on disk are whole (atomic)
             names = {p.name for p in self.parts.iterdir() if parse_part_name(p.name)}
             cols = load_columns([self.parts / n for n in sorted(names | set(self._held))],
                                 self._held)

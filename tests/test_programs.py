@@ -86,13 +86,13 @@ def test_the_size_measure_sees_a_program_written_twice():
 
 def test_fast_compile_mode_passes_its_options_and_keeps_its_own_programs(monkeypatch):
     """``Experiment.compile = "fast"`` compiles the sweep's programs with
-    ``programs.COMPILER_OPTIONS["fast"]`` (LLVM level 0), as programs cached apart from the
+    ``compiling.COMPILER_OPTIONS["fast"]`` (LLVM level 0), as programs cached apart from the
     ``"optimized"`` ones, and gives the same chains to rounding (this suite already compiles at
     level 0 through ``XLA_FLAGS``, so here the two agree closely; ``benchmarks/compile_report.py``
     measures the compile-time difference). An unknown mode is refused naming the allowed ones."""
     import numpy as np
 
-    from collapse_jax import programs
+    from collapse_jax import compiling
     from collapse_jax.config import ConfigError
 
     seen = []
@@ -108,9 +108,9 @@ def test_fast_compile_mode_passes_its_options_and_keeps_its_own_programs(monkeyp
     hp = {"sigma": 1.0, "scale": 1.0}
     out = {mode: cj.run_sweep(static, jax.random.key(3), np.arange(4), hp, {}, compile=mode)
            for mode in ("optimized", "fast")}
-    fast = programs.COMPILER_OPTIONS["fast"]
+    fast = compiling.COMPILER_OPTIONS["fast"]
     assert seen == [None, None, fast, fast], seen  # init and advance of each mode
-    assert programs.COMPILER_OPTIONS["fast"] == {"xla_backend_optimization_level": 0}
+    assert compiling.COMPILER_OPTIONS["fast"] == {"xla_backend_optimization_level": 0}
     for name, v in out["optimized"].metrics.items():
         np.testing.assert_allclose(out["fast"].metrics[name], v, rtol=1e-4, err_msg=name)
     with pytest.raises(ConfigError, match=r"compile='fastest': unknown.*allowed: optimized, fast"):

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from collapse_jax import Experiment, StaticConfig, make_chain, programs, run_chain, validate
+from collapse_jax import (
+    Experiment,
+    StaticConfig,
+    compiling,
+    make_chain,
+    programs,
+    run_chain,
+    validate,
+)
 from collapse_jax.chain import draw_real
 from collapse_jax.config import ConfigError
 from collapse_jax.model import MODELS, make_model
@@ -246,7 +254,7 @@ def runs():
                                                                         np.float32)}
     programs.clear_caches()  # count this sweep's programs from an empty cache
     sweep = run_sweep(static, jax.random.key(11), [0, 1], hp, args, generation_chunk=1)
-    compiled = len(programs._EXECUTABLES)
+    compiled = len(compiling._EXECUTABLES)
     single = jax.jit(lambda k, h, a: run_chain(chain, k, h, a))
     singles = [single(jax.random.fold_in(jax.random.key(11), i),
                       {k: jnp.float32(v[i]) for k, v in hp.items()}, args) for i in range(2)]
@@ -284,13 +292,13 @@ def test_no_recompile_across_hyperparameters_and_generations(runs):
     one per call (traced start); another sweep with new lr / temperature / top_k / top_p
     values, seeds and root key compiles nothing. New values reuse the single-chain program."""
     assert runs["compiled"] == 2 and runs["sweep"].generation_chunk == 1
-    before = len(programs._EXECUTABLES)
+    before = len(compiling._EXECUTABLES)
     hp = {"lr": np.array([1e-3, 5e-3], np.float32), "temperature": np.array([0.5, 2.0],
                                                                             np.float32),
           "top_k": np.array([3.0, 0.0], np.float32), "top_p": np.array([0.5, 1.0], np.float32)}
     again = run_sweep(runs["static"], jax.random.key(12), [5, 6], hp, runs["args"],
                       generation_chunk=1)
-    assert len(programs._EXECUTABLES) == before
+    assert len(compiling._EXECUTABLES) == before
     assert not np.allclose(again.metrics["cross_entropy"], runs["sweep"].metrics["cross_entropy"])
     assert runs["single"]._cache_size() == 1
     runs["single"](jax.random.key(12), _hp(lr=1e-3, temperature=0.5, top_k=3.0, top_p=0.5),

@@ -85,6 +85,17 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
+def named(fn: Callable, role: str) -> Callable:
+    """``fn`` renamed ``{role}_{code digest}``: the name of the program JAX lowers it to
+    (``jit_advance_1a2b...``), which JAX's persistent cache keys it by. So JAX's cache serves a
+    chain program only to the collapse_jax code that compiled it, and after any change of the
+    code XLA compiles the program afresh, which the store can then keep (a program JAX's cache
+    served cannot be stored, see ``_compile_fresh``; otherwise a store whose programs were all
+    in JAX's cache under older code would never fill)."""
+    fn.__name__ = fn.__qualname__ = f"{role}_{_code_digest()[:12]}"
+    return fn
+
+
 @functools.cache
 def _cpu_features() -> str:
     """The host CPU's architecture and (on Linux) its feature flags: an executable compiled for
@@ -123,29 +134,25 @@ def compile_jobs(jobs: list[tuple[Callable, tuple]], mode: str = "optimized",
     Cached in this process by the abstract signature of ``example`` and the mode, then by the
     lowered text. With ``recipes`` (one per job: what the program is built from besides
     ``static``, its arguments and ``devices``, e.g. ``("advance", impl, length)``) each program
-    is first looked up in the program store (no trace, no lowering on a hit) and stored there
-    once compiled. The programs left are lowered one after another (Python, under the GIL) and
-    compiled at once on threads: a group's init and advance programs take the time of the longer
-    one on two free cores, not their sum."""
+    is first looked up in the program store (no trace, no lowering on a hit; a group's programs
+    load at once on threads) and stored there once compiled. The programs left are lowered one
+    after another (Python, under the GIL) and compiled at once on threads: a group's init and
+    advance programs take the time of the longer one on two free cores, not their sum."""
     options = COMPILER_OPTIONS[mode]
     sigs = [(fn, abstract_signature(example, sharding=True), mode) for fn, example in jobs]
-    keys, done = {}, {}
-    for sig, recipe in zip(sigs, recipes or [None] * len(jobs), strict=True):
-        if recipe is not None and sig not in _EXECUTABLES:
-            keys[sig] = program_key(recipe, static, sig[1], devices, options)
-            if keys[sig] is not None and (hit := load(keys[sig], devices)) is not None:
-                done[sig] = hit
+    keys = {sig: program_key(recipe, static, sig[1], devices, options)
+            for sig, recipe in zip(sigs, recipes or [None] * len(jobs), strict=True)
+            if recipe is not None and sig not in _EXECUTABLES}
+    keys = {sig: key for sig, key in keys.items() if key is not None}
+    loaded = _on_threads(lambda sig: load(keys[sig], devices), list(keys))
+    done = {sig: hit for sig, hit in zip(keys, loaded, strict=True) if hit is not None}
     lowered = {sig: fn.lower(*example) for sig, (fn, example) in zip(sigs, jobs, strict=True)
                if sig not in _EXECUTABLES and sig not in done}
     texts = {sig: hashlib.sha256(repr((low.as_text(), low.in_tree, low.out_tree, options,
                                        [d.id for d in devices])).encode()).hexdigest()
              for sig, low in lowered.items()}
     todo = [sig for sig in lowered if texts[sig] not in _SAME_TEXT]
-    if len(todo) > 1:
-        with ThreadPoolExecutor(len(todo), "collapse-jax-compile") as pool:
-            built = list(pool.map(lambda sig: _compile_fresh(lowered[sig], options), todo))
-    else:
-        built = [_compile_fresh(lowered[sig], options) for sig in todo]
+    built = _on_threads(lambda sig: _compile_fresh(lowered[sig], options), todo)
     _SAME_TEXT.update(zip((texts[sig] for sig in todo), built, strict=True))
     for sig in lowered:
         done[sig], fresh = _SAME_TEXT[texts[sig]]
@@ -160,6 +167,15 @@ def compile_jobs(jobs: list[tuple[Callable, tuple]], mode: str = "optimized",
         while len(cache) > MAX_EXECUTABLES:
             cache.popitem(last=False)
     return out
+
+
+def _on_threads(fn: Callable, items: list) -> list:
+    """``[fn(x) for x in items]``, at once on threads when there are several (XLA's compiles
+    and loads release the GIL: two programs take the longer one's time on two free cores)."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(len(items), "collapse-jax-compile") as pool:
+        return list(pool.map(fn, items))
 
 
 def clear() -> None:

@@ -78,7 +78,8 @@ def init_program(static: StaticConfig, impl: str, mesh: Mesh) -> Callable:
         state, metrics = C.init(chain, key, hparams, real)
         return state, real, metrics
 
-    return _sharded(jax.vmap(one, in_axes=(None, 0, 0, None)), mesh, (False, True, True, False))
+    return _sharded(jax.vmap(compiling.named(one, "init"), in_axes=(None, 0, 0, None)), mesh,
+                    (False, True, True, False))
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,7 +93,8 @@ def advance_program(static: StaticConfig, impl: str, mesh: Mesh, length: int) ->
         key = chain_key(root_data, impl, chain_id)
         return C.advance(chain, state, start, stop, length, key, hparams, real, args)
 
-    return _sharded(jax.vmap(one, in_axes=(0, 0, None, None, None, 0, 0, None)), mesh,
+    return _sharded(jax.vmap(compiling.named(one, "advance"),
+                             in_axes=(0, 0, None, None, None, 0, 0, None)), mesh,
                     (True, True, False, False, False, True, True, False))
 
 
@@ -107,7 +109,7 @@ def snapshot_program(static: StaticConfig, impl: str, mesh: Mesh, num: int) -> C
         key = chain_key(root_data, impl, ids[0])
         return C.snapshot(chain, pick(state), generation, key, pick(hparams), pick(real), num)
 
-    return jax.jit(first, out_shardings=NamedSharding(mesh, P()))
+    return jax.jit(compiling.named(first, "snapshot"), out_shardings=NamedSharding(mesh, P()))
 
 
 @functools.lru_cache(maxsize=64)

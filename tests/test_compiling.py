@@ -206,3 +206,16 @@ def test_programs_lowered_to_the_same_text_share_one_executable(monkeypatch):
     assert len(compiles) == 3  # its advance program only
     inits = {id(e) for e in compiling._EXECUTABLES.values()}
     assert len(inits) == 3
+
+
+def test_chain_programs_are_named_after_the_code_that_built_them():
+    """JAX's persistent cache keys a program by its module name too: naming the chain programs
+    after the code digest keeps JAX's cache from serving a program compiled by other code (which
+    the store could not keep), so after a change of collapse_jax XLA compiles afresh."""
+    from collapse_jax.programs import _examples
+
+    static = cj.StaticConfig(model="gaussian", regime="replace", n0=8, n=8, d=2, generations=3,
+                             n_test=8)
+    digest = compiling._code_digest()[:12]
+    for role, (fn, example) in _examples(static, {}, 2, 2).items():
+        assert f"jit_{role}_{digest}" in fn.lower(*example).as_text()

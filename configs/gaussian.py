@@ -6,11 +6,12 @@ Command:
 Setting (Kazdan et al. 2024; Shumailov et al. 2024): d = 10, real data N(0, I), n in {10, 32, 100}
 examples per generation (n0 = n), 100 generations, 100 seeds, MLE covariance.
 
-Expected runtime on 2 CPU cores: 42-50 s with an empty compilation cache and 13-17 s with the
-programs in the persistent cache (2026-12-04, a fast phase of the machine; 75-148 s cold in
-slower phases earlier): 9 groups of an init and an advance program, whose compiling is most of
-it (87% cold, 55% warm; running 5-7 s; replace and accumulate use the Gaussian's exact fast
-path; benchmarks/README.md, the compile report).
+Expected runtime on 2 CPU cores: 38-61 s with an empty compilation cache and 6-11 s with the
+programs in the program store (2026-12-04; 75-148 s cold in slower phases earlier): 9 groups of
+an init and an advance program (replace and accumulate share their init programs), whose
+compiling is most of a cold run (86%) and a quarter of a warm one (loading them); running 2-7
+s; replace and accumulate use the Gaussian's exact fast path (benchmarks/README.md, the compile
+report).
 
 Measured g = 99 trace ratio (mean +- s.e., 100 seeds): replace 1e-6 / 0.038 +- 0.009 / 0.43 +-
 0.08, accumulate 0.84 / 0.96 / 0.99, accumulate_subsample 0.69 / 0.95 / 0.98 for n = 10 / 32 /

@@ -8,9 +8,10 @@ is a 3-component full-covariance GMM fit by 20 EM iterations warm-started from t
 generation; n in {20, 100} per generation (n0 = n), 50 generations, 100 seeds, 200 held-out
 points; replace, accumulate, accumulate_subsample.
 
-Expected runtime on 2 CPU cores: measured 563 s (6 compiles, 177 s; running 384 s, of
-which 286 s is accumulate with n = 100: EM over a 5000-slot pool) on the shared machine with
-other jobs running (load ~9 on 2 cores).
+Expected runtime on 2 idle CPU cores (2026-12-04): 69 s with an empty compilation cache
+(compiling 52 s, running 36 s, partly at once), 30 s with the programs in the program store
+(running 26 s, most of it accumulate with n = 100: EM over a 5000-slot pool); 563 s on the shared
+machine at load ~9 earlier.
 
 Expected result: under replace the components lose variance and weight (trace_ratio and
 weight_entropy fall towards 0, held-out NLL explodes, faster for n = 20); under accumulate

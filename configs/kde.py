@@ -8,10 +8,10 @@ with fixed bandwidth h = 0.1, n in {10, 100, 1000} examples per generation (n0 =
 generations, 100 seeds, 100 held-out real points per chain; replace, accumulate and
 accumulate_subsample (fit on n0 pool points per generation).
 
-Expected runtime on 2 CPU cores (measured 2026-11-28 on the shared machine, load average 3.6-4.0,
-i.e. about one core for this run; jax 0.10.2): 79 s wall from a cold compilation cache (18
-compiles, 59 s; running 14 s; start-up and writing 6 s), 24 s with the persistent compilation
-cache warm (programs loaded in 6 s; running 12 s). Per group, compile / run seconds:
+Expected runtime on 2 idle CPU cores (2026-12-04): 47-48 s wall from an empty compilation cache
+(18 programs, compiling 42 s), 10.5 s with the programs in the program store (loading them 1.5
+s, running 7 s). Earlier, on the shared machine at load 3.6-4.0 (2026-11-28, about one core for
+this run; jax 0.10.2): 79 s cold, 24 s warm; per group, compile / run seconds:
 
     n      replace      accumulate    accumulate_subsample
     10     5.5 / 0.1    6.4 / 0.1     10.7 / 0.1

@@ -75,40 +75,6 @@ FOLDER = "collapse_jax-programs"
 _IGNORED_CONFIG = ("cache", "log", "dump", "pprint", "traceback")
 
 
-@functools.cache
-def _code_digest() -> str:
-    """SHA-256 of every ``.py`` file of the imported collapse_jax package (path and bytes)."""
-    root = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def named(fn: Callable, role: str) -> Callable:
-    """``fn`` renamed ``{role}_{code digest}``: the name of the program JAX lowers it to
-    (``jit_advance_1a2b...``), which JAX's persistent cache keys it by. So JAX's cache serves a
-    chain program only to the collapse_jax code that compiled it, and after any change of the
-    code XLA compiles the program afresh, which the store can then keep (a program JAX's cache
-    served cannot be stored, see ``_compile_fresh``; otherwise a store whose programs were all
-    in JAX's cache under older code would never fill)."""
-    fn.__name__ = fn.__qualname__ = f"{role}_{_code_digest()[:12]}"
-    return fn
-
-
-@functools.cache
-def _cpu_features() -> str:
-    """The host CPU's architecture and (on Linux) its feature flags: an executable compiled for
-    one CPU must not be loaded on another sharing the cache directory."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return f"{platform.machine()} {flags.strip()}"
-
-
 #: Compiled executables kept (least recently used dropped first). Each one holds its machine code
 #: in memory maps (on CPU a few per kernel: a chain program maps ~200), and a process may hold
 #: at most ``vm.max_map_count`` (65,530 by default on Linux) maps in all: an unbounded cache ran a
@@ -182,6 +148,43 @@ def clear() -> None:
     """Forget the executables this process holds (``programs.clear_caches``)."""
     _EXECUTABLES.clear()
     _SAME_TEXT.clear()
+
+
+# The program store
+
+
+@functools.cache
+def _code_digest() -> str:
+    """SHA-256 of every ``.py`` file of the imported collapse_jax package (path and bytes)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def named(fn: Callable, role: str) -> Callable:
+    """``fn`` renamed ``{role}_{code digest}``: the name of the program JAX lowers it to
+    (``jit_advance_1a2b...``), which JAX's persistent cache keys it by. So JAX's cache serves a
+    chain program only to the collapse_jax code that compiled it, and after any change of the
+    code XLA compiles the program afresh, which the store can then keep (a program JAX's cache
+    served cannot be stored, see ``_compile_fresh``; otherwise a store whose programs were all
+    in JAX's cache under older code would never fill)."""
+    fn.__name__ = fn.__qualname__ = f"{role}_{_code_digest()[:12]}"
+    return fn
+
+
+@functools.cache
+def _cpu_features() -> str:
+    """The host CPU's architecture and (on Linux) its feature flags: an executable compiled for
+    one CPU must not be loaded on another sharing the cache directory."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {flags.strip()}"
 
 
 #: Distributions whose code a chain program is traced through (their versions are fingerprinted).

@@ -33,8 +33,11 @@ cache directory, so it is on exactly when that cache is (``programs.enable_compi
 ``COLLAPSE_JAX_CACHE_DIR=off`` turns both off), never in a multi-process run, and written
 atomically; ``COLLAPSE_JAX_PROGRAM_STORE=off`` turns the store alone off. Like JAX's cache it
 holds trusted code: keep it private. Each lookup records a ``jax.monitoring`` event (``HIT`` or
-``MISS``). A program JAX's cache served is not stored (see ``_compile_fresh``), so a store
-emptied by hand beside a full JAX cache refills only as programs are compiled again.
+``MISS``). It holds at most ``MAX_STORE_BYTES`` (2 GiB), dropping the least recently used
+programs first. A program JAX's cache served is not stored (see ``_compile_fresh``; the chain
+programs are named after the code, ``named``, so after a change of the code XLA compiles them
+afresh), so a store emptied by hand beside a full JAX cache refills only as programs are
+compiled again.
 """
 
 from __future__ import annotations
@@ -272,6 +275,7 @@ def load(key: str, devices: Sequence[Any]) -> Any | None:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
         compiled = serialize_executable.deserialize_and_load(
             payload, in_tree, out_tree, execution_devices=list(devices))
+        os.utime(path)  # recently used: kept longest (``_prune``)
     except FileNotFoundError:
         compiled = None
     except Exception as e:  # noqa: BLE001 - any unreadable entry is a miss, not an error
@@ -321,3 +325,27 @@ def save(key: str, compiled: Any) -> None:
         return
     with atomic_path(directory() / f"{key}.bin") as tmp:
         tmp.write_bytes(blob)
+    _prune(directory(), MAX_STORE_BYTES)
+
+
+#: Bytes the store may hold; past them the least recently used programs are removed (each
+#: change of collapse_jax's code starts a new set: a chain program is 0.3-1.5 MB on CPU).
+MAX_STORE_BYTES = 2 * 2**30
+
+
+def _prune(folder: Path, limit: int) -> None:
+    """Remove the least recently used (oldest modified: a load touches its file) programs of
+    ``folder`` until it holds at most ``limit`` bytes."""
+    entries = []
+    for path in folder.glob("*.bin"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        path.unlink(missing_ok=True)
+        total -= size

@@ -219,3 +219,16 @@ def test_chain_programs_are_named_after_the_code_that_built_them():
     digest = compiling._code_digest()[:12]
     for role, (fn, example) in _examples(static, {}, 2, 2).items():
         assert f"jit_{role}_{digest}" in fn.lower(*example).as_text()
+
+
+def test_the_store_keeps_its_most_recently_used_programs_within_its_bound(tmp_path):
+    import time
+
+    for i, name in enumerate("abcd"):
+        (tmp_path / f"{name}.bin").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{name}.bin", (time.time() - 100 + i, time.time() - 100 + i))
+    os.utime(tmp_path / "a.bin")  # loaded just now
+    compiling._prune(tmp_path, 250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "d.bin"]
+    compiling._prune(tmp_path, 250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "d.bin"]

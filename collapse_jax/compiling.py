@@ -21,8 +21,8 @@ run). The store keys a sweep's compiled program by what the program is built fro
 - the abstract arguments (structure, shapes, dtypes, shardings), the mesh's devices and the
   compiler options;
 - a fingerprint of everything else a trace or a compile reads: the source of every module of
-  the installed collapse_jax, the versions of the libraries traced through
-  (``TRACED_LIBRARIES``), the backend and its platform version, the device kind and count,
+  the installed collapse_jax, the versions of Python and the libraries traced through
+  (``results.versions``), the backend and its platform version, the device kind and count,
   ``XLA_FLAGS`` (and ``LIBTPU_INIT_ARGS``), the CPU's architecture and features, and every JAX
   configuration value (except the caches' and logging's own).
 
@@ -45,7 +45,6 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-import importlib.metadata
 import logging
 import os
 import pickle
@@ -59,6 +58,7 @@ from typing import Any
 import jax
 from jax.experimental import serialize_executable
 
+from collapse_jax import results
 from collapse_jax.config import StaticConfig
 from collapse_jax.files import atomic_path
 from collapse_jax.model import MODELS, SOURCES
@@ -190,19 +190,11 @@ def _cpu_features() -> str:
     return f"{platform.machine()} {flags.strip()}"
 
 
-#: Distributions whose code a chain program is traced through (their versions are fingerprinted).
-TRACED_LIBRARIES = ("jax", "jaxlib", "numpy", "ml_dtypes", "flax", "optax", "chex")
-
-
 @functools.cache
-def _versions() -> tuple:
-    found = []
-    for name in TRACED_LIBRARIES:
-        try:
-            found.append((name, importlib.metadata.version(name)))
-        except importlib.metadata.PackageNotFoundError:
-            found.append((name, None))
-    return tuple(found)
+def _versions() -> str:
+    """Python's, collapse_jax's and the traced libraries' versions, and the devices
+    (``results.versions``, what ``config.json`` records)."""
+    return repr(results.versions())
 
 
 def fingerprint() -> str:
@@ -213,7 +205,7 @@ def fingerprint() -> str:
                     if not any(word in k for word in _IGNORED_CONFIG))
     parts = (_code_digest(), _versions(),
              device.client.platform, device.client.platform_version, device.device_kind,
-             jax.device_count(), os.environ.get("XLA_FLAGS", ""),
+             os.environ.get("XLA_FLAGS", ""),
              os.environ.get("LIBTPU_INIT_ARGS", ""), _cpu_features(), config)
     return repr(parts)
 

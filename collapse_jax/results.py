@@ -247,9 +247,10 @@ def final_summary(results: Results) -> pd.DataFrame:
 
 
 def versions() -> dict[str, Any]:
-    """Versions of the library, Python and the numerical stack, and the device kind."""
+    """Versions of the library, Python and the numerical stack (every library a chain program
+    is traced through), and the devices."""
     out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("collapse_jax", "jax", "jaxlib", "flax", "optax", "numpy"):
+    for pkg in ("collapse_jax", "jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes", "chex"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
